@@ -1,0 +1,177 @@
+"""Loading CLIP models (download, checksum, checkpoint reading) and tokenizing text."""
+import hashlib
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from typing import List, Union
+
+import torch
+from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+from tqdm import tqdm
+
+from .model import build_model
+from .simple_tokenizer import SimpleTokenizer
+
+__all__ = ["available_models", "load", "tokenize"]
+
+_URL = "https://openaipublic.azureedge.net/clip/models/{sha256}/{file}"
+_MODELS = {name: _URL.format(sha256=sha, file=file) for name, sha, file in [
+    ("RN50", "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt"),
+    ("RN101", "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599", "RN101.pt"),
+    ("RN50x4", "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd", "RN50x4.pt"),
+    ("RN50x16", "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa", "RN50x16.pt"),
+    ("RN50x64", "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c", "RN50x64.pt"),
+    ("ViT-B/32", "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt"),
+    ("ViT-B/16", "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f", "ViT-B-16.pt"),
+    ("ViT-L/14", "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836", "ViT-L-14.pt"),
+    ("ViT-L/14@336px", "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02", "ViT-L-14-336px.pt"),
+]}
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+_tokenizer = SimpleTokenizer()
+
+
+def available_models() -> List[str]:
+    """Names accepted by `load`, besides a path to a checkpoint file."""
+    return list(_MODELS)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(url: str, root: str) -> str:
+    """Fetch url into root unless a file with the right SHA256 (the URL's second-to-last part) is there.
+
+    The bytes go to a temporary name beside the target and are renamed only once the hash matches,
+    so an interrupted or corrupt download never sits under the final name.
+    """
+    os.makedirs(root, exist_ok=True)
+    filename = os.path.basename(url)
+    expected = url.split("/")[-2]
+    target = os.path.join(root, filename)
+    if os.path.isfile(target) and _sha256(target) == expected:
+        return target
+
+    partial = f"{target}.{os.getpid()}.part"
+    digest = hashlib.sha256()
+    try:
+        try:
+            with urllib.request.urlopen(url) as source, open(partial, "wb") as out:
+                size = int(source.headers.get("Content-Length") or 0) or None
+                with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=filename) as bar:
+                    for block in iter(lambda: source.read(1 << 16), b""):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, OSError) as error:
+            raise RuntimeError(
+                f"could not download {url} ({getattr(error, 'reason', error)}); fetch it on a machine with "
+                f"internet and place it at {target}, or pass its path instead of the model name") from None
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise RuntimeError(f"downloaded {filename} does not match its SHA256 (expected {expected}, got {actual}); "
+                               f"the file was deleted, try again")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def _is_torchscript(path):
+    """TorchScript archives are zip files holding a code/ folder; torch.save's zip files hold none."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+
+
+def _read_state_dict(path):
+    """Read weights only: TorchScript through torch.jit.load, anything else through weights_only torch.load."""
+    try:
+        if _is_torchscript(path):
+            return torch.jit.load(path, map_location="cpu").state_dict()
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"{path} is not a readable CLIP checkpoint ({reason}); expected a TorchScript archive "
+                           f"or a state dict saved with torch.save: re-download it or check the path") from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise RuntimeError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors; "
+                           f"expected a CLIP checkpoint in OpenAI's format")
+    return state_dict
+
+
+_REQUIRED_KEYS = ["positional_embedding", "token_embedding.weight", "ln_final.weight", "text_projection",
+                  "visual.conv1.weight"]
+_RESNET_KEYS = ["visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding"]
+
+
+def _check_state_dict(state_dict, path):
+    expected = _REQUIRED_KEYS + ([] if "visual.proj" in state_dict else _RESNET_KEYS)
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        raise RuntimeError(f"{path} is a state dict of some other model: missing expected CLIP keys "
+                           f"{', '.join(missing)}; expected a checkpoint in OpenAI's CLIP format")
+
+
+def _transform(n_px):
+    return Compose([
+        Resize(n_px, interpolation=InterpolationMode.BICUBIC),
+        CenterCrop(n_px),
+        lambda image: image.convert("RGB"),
+        ToTensor(),
+        Normalize(CLIP_MEAN, CLIP_STD),
+    ])
+
+
+def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_available() else "cpu",
+         jit: bool = False, download_root: str = None):
+    """Load a CLIP model by name (downloaded into ~/.cache/clip) or from a checkpoint path.
+
+    A path may be a TorchScript archive (the released files are these) or a plain state dict; the model
+    is built from the weights' shapes. As in OpenAI's package, the model is fp16 on CUDA and fp32 on CPU.
+    Returns (model, preprocess), preprocess turning a PIL image into the model's input tensor.
+    """
+    if jit:
+        raise ValueError("jit=True is not supported: the TorchScript graph cannot give dense features; "
+                         "the released files load with jit=False (their weights are read)")
+    if name in _MODELS:
+        path = _download(_MODELS[name], download_root or os.path.expanduser("~/.cache/clip"))
+    elif os.path.isfile(name):
+        path = name
+    else:
+        raise RuntimeError(f"Model {name} not found; available models = {available_models()}, "
+                           f"or give the path of a checkpoint file")
+    state_dict = _read_state_dict(path)
+    _check_state_dict(state_dict, path)
+    try:
+        model = build_model(state_dict).to(device)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise RuntimeError(f"{path} does not fit a CLIP model ({first_line})") from None
+    if str(device) == "cpu":
+        model.float()
+    return model, _transform(model.visual.input_resolution)
+
+
+def tokenize(texts: Union[str, List[str]], context_length: int = 77, truncate: bool = False) -> torch.LongTensor:
+    """(N,) strings -> (N, context_length) ids: <|startoftext|>, the text's BPE ids, <|endoftext|>, zeros."""
+    if isinstance(texts, str):
+        texts = [texts]
+    sot, eot = _tokenizer.encoder["<|startoftext|>"], _tokenizer.encoder["<|endoftext|>"]
+    result = torch.zeros(len(texts), context_length, dtype=torch.long)
+    for i, text in enumerate(texts):
+        ids = [sot] + _tokenizer.encode(text) + [eot]
+        if len(ids) > context_length:
+            if not truncate:
+                raise RuntimeError(f"Input {text} is too long for context length {context_length}")
+            ids = ids[:context_length - 1] + [eot]
+        result[i, :len(ids)] = torch.tensor(ids)
+    return result

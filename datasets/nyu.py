@@ -1,0 +1,126 @@
+"""NYU Depth V2 `official_splits/test`, read as the DepthCLIP authors read it.
+
+Per pair: the RGB is cropped to the box (60, 56, 604, 472), i.e. 544x416, scaled to [0, 1] and normalized
+with ImageNet statistics (not CLIP's); the ground truth is the full 480x640 16-bit PNG / 1000, clipped
+to [0, 10] metres.
+"""
+import glob
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
+DEFAULT_TEST_LIST = os.path.join(HERE, "nyudepthv2_test_files_with_gt.txt")
+SPLIT_DIR = os.path.join("official_splits", "test")
+
+RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors' 544x416 evaluation crop
+DEPTH_SCALE = 1000.0  # PNG units per metre
+MAX_DEPTH = 10.0
+IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
+NORMALIZATIONS = {  # --normalize: (mean, std) per RGB channel
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the authors' choice
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIP's training
+}
+PREPARE_HINT = "build it with `python datasets/prepare_nyu.py` (README: 'Data')"
+
+
+class DataError(ValueError):
+    """A dataset folder, list or file that cannot be evaluated as it is."""
+
+
+def read_pairs(data_path, test_list):
+    """Sorted (rgb, depth) paths relative to <data_path>/official_splits/test, from a list file or 'auto'."""
+    root = os.path.join(data_path, SPLIT_DIR)
+    if not os.path.isdir(root):
+        raise DataError(f"no NYU test split at {root}: --data_path must hold official_splits/test; {PREPARE_HINT}")
+    if test_list == "auto":
+        pairs = []
+        for rgb in sorted(glob.glob(os.path.join(root, "*", "rgb_*.jpg"))):
+            depth = os.path.join(os.path.dirname(rgb), os.path.basename(rgb).replace("rgb_", "sync_depth_")[:-4] + ".png")
+            if os.path.isfile(depth):
+                pairs.append((os.path.relpath(rgb, root), os.path.relpath(depth, root)))
+        if not pairs:
+            raise DataError(f"no <scene>/rgb_*.jpg with a sync_depth_*.png beside it under {root}; {PREPARE_HINT}")
+        return pairs
+    if not os.path.isfile(test_list):
+        raise DataError(f"test list {test_list} does not exist; give a list file or --testfile_nyu auto")
+    with open(test_list) as f:
+        lines = sorted(line.strip() for line in f if line.strip())
+    pairs = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2:
+            raise DataError(f"{test_list}: line '{line}' should name an RGB file and a depth file")
+        pairs.append((fields[0], fields[1]))
+    missing = [p for pair in pairs for p in pair if not os.path.isfile(os.path.join(root, p))]
+    if missing:
+        raise DataError(f"{len(missing)} files named in {os.path.basename(test_list)} are missing under {root} "
+                        f"(first: {', '.join(missing[:3])}); use --testfile_nyu auto to evaluate the pairs present")
+    return pairs
+
+
+def scene_of(relative_path):
+    """'bathroom/rgb_00045.jpg' -> 'bathroom'."""
+    return relative_path.replace("\\", "/").split("/")[0]
+
+
+def _open(path):
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read {path} ({error}); the file is corrupt or truncated: replace it") from None
+    if image.size != IMAGE_SIZE:
+        raise DataError(f"{path} is {image.size[0]}x{image.size[1]}; NYU images are 640x480 ({PREPARE_HINT})")
+    return image
+
+
+def load_rgb(path, normalize="imagenet"):
+    """(3, 416, 544) float32: the authors' crop, /255, normalized. Grayscale, RGBA and palette files become RGB."""
+    image = _open(path).convert("RGB").crop(RGB_CROP_BOX)
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean, std = NORMALIZATIONS[normalize]
+    return (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+def load_depth(path):
+    """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10]; 0 = missing."""
+    image = _open(path)
+    if image.mode not in ("I;16", "I;16B", "I"):
+        raise DataError(f"{path} is a {image.mode} image; NYU depth must be a 16-bit grayscale PNG in millimetres")
+    depth = np.asarray(image, dtype=np.float32) / DEPTH_SCALE
+    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH))[None]
+
+
+class NYUDepthV2(torch.utils.data.Dataset):
+    """Items (rgb (3, 416, 544), gt (1, 480, 640) metres, rgb path relative to official_splits/test).
+
+    test_list: a list file (default: the 654 pairs of the paper) or 'auto' for every pair on disk.
+    scenes: keep only these scene folders. limit: keep the first N pairs (after sorting and scenes).
+    """
+
+    def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
+                 normalize="imagenet"):
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        self.root = os.path.join(data_path, SPLIT_DIR)
+        self.normalize = normalize
+        pairs = read_pairs(data_path, test_list)
+        if scenes:
+            present = {scene_of(rgb) for rgb, _ in pairs}
+            unknown = [s for s in scenes if s not in present]
+            if unknown:
+                raise DataError(f"scene(s) {', '.join(unknown)} not in the test list; present: {', '.join(sorted(present))}")
+            pairs = [pair for pair in pairs if scene_of(pair[0]) in scenes]
+        self.pairs = pairs[:limit] if limit else pairs
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, index):
+        rgb, depth = self.pairs[index]
+        return (load_rgb(os.path.join(self.root, rgb), self.normalize), load_depth(os.path.join(self.root, depth)),
+                rgb)

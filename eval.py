@@ -1,0 +1,231 @@
+"""Evaluate DepthCLIP, or a baseline, on NYU Depth V2 with the authors' protocol (Table 1 of the paper).
+
+    python eval.py [--data_path datasets/NYU_Depth_V2] [--clip_model RN50] [--batch_size 8] [--output r.json]
+
+Each image: the 544x416 crop and its mirror image through MonoCLIP, the two depths averaged, upsampled
+to 416x544, pasted back into the 480x640 frame and scored inside the Eigen crop (calculate_error.py).
+The numbers do not depend on --batch_size, --workers or the number of processes (torchrun).
+"""
+import argparse
+import math
+import os
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+import cli
+from calculate_error import NYU_METRICS, per_image_errors_NYU
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NORMALIZATIONS, NYUDepthV2, scene_of
+from monoclip import BIN_SETS, FEATURES, PRECISIONS, PROMPT_SETS, TEMPERATURE, MonoCLIP, pick_device
+
+TABLE_COLUMNS = [("d1", "a1"), ("d2", "a2"), ("d3", "a3"), ("rel", "abs_rel"), ("log10", "log10"), ("rmse", "rmse")]
+METHODS = {
+    "monoclip": "DepthCLIP (MonoCLIP): zero-shot depth from CLIP",
+    "lower_bound": "every pixel an independent uniform draw in [0, 10] m (the paper's lower bound)",
+    "median": "a constant depth everywhere (--median_depth), a sanity row",
+}
+
+
+def comma_list(text):
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item; give comma-separated values")
+    return items
+
+
+def numbers(text):
+    values = []
+    for item in comma_list(text):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not a number") from None
+    return values
+
+
+def default_workers():
+    """Decoding workers: half the cores (at least 1, at most 8), shared among local torchrun processes."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, (os.cpu_count() or 2) // 2 // local))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="NYU", choices=["NYU"])
+    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="folder holding official_splits/test")
+    data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
+                      help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
+    data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders, e.g. bathroom,classroom")
+    data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    data.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS),
+                      help="RGB mean/std: the authors' ImageNet statistics or CLIP's own")
+
+    method = p.add_argument_group("method")
+    method.add_argument("--method", default="monoclip", choices=list(METHODS),
+                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
+    method.add_argument("--clip_model", default="RN50", help="a CLIP model name or a checkpoint path")
+    method.add_argument("--prompt_set", choices=list(PROMPT_SETS),
+                        help="named depth words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PROMPT_SETS.items()))
+    method.add_argument("--depth_classes", type=comma_list, help="depth words, nearest first (instead of --prompt_set)")
+    method.add_argument("--bin_set", choices=list(BIN_SETS),
+                        help="named bins (m): " + "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in BIN_SETS.items()))
+    method.add_argument("--bins", type=numbers, help="one depth (m) per word, comma-separated (instead of --bin_set)")
+    method.add_argument("--templates", type=comma_list, help="prompt templates with two {} slots: object, depth word")
+    method.add_argument("--objects", type=comma_list, help="object nouns for the templates")
+    method.add_argument("--temperature", type=float, default=TEMPERATURE)
+    method.add_argument("--features", default="paper", choices=list(FEATURES),
+                        help="; ".join(f"{k}: {v}" for k, v in FEATURES.items()))
+    method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
+    method.add_argument("--seed", type=int, default=0, help="seed of the lower_bound draws")
+    method.add_argument("--median_depth", type=float, default=2.5, help="the median baseline's constant (m)")
+
+    run = p.add_argument_group("running")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--precision", default="auto", choices=PRECISIONS,
+                     help="auto: fp16 on CUDA (the authors' setting), fp32 on CPU; bf16 runs under autocast")
+    run.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
+    run.add_argument("-j", "--workers", type=int, default=default_workers(), help="image-decoding processes")
+    run.add_argument("--output", help="write results as JSON to this file")
+    run.add_argument("--debug", action="store_true", help="show Python tracebacks")
+
+    legacy = p.add_argument_group("accepted for the authors' test.sh, no effect")
+    legacy.add_argument("--evaluate", action="store_true")
+    legacy.add_argument("--gpu_num", help="use CUDA_VISIBLE_DEVICES or --device instead")
+    legacy.add_argument("--encoder")
+    legacy.add_argument("--other_method", choices=["MonoCLIP"])
+    args = p.parse_args(argv)
+
+    if args.prompt_set and args.depth_classes:
+        p.error("give --prompt_set or --depth_classes, not both")
+    if args.bin_set and args.bins:
+        p.error("give --bin_set or --bins, not both")
+    if args.batch_size < 1 or args.workers < 0 or (args.limit is not None and args.limit < 1):
+        p.error("--batch_size and --limit must be at least 1, --workers at least 0")
+    return args
+
+
+def start_distributed(device):
+    """(rank, world size, device) under torchrun (WORLD_SIZE > 1), else (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def lower_bound(seed):
+    """The paper's lower bound: every pixel of image i an independent U(0, 10) draw, seeded by (seed, i)."""
+    def predict(rgb, indices):
+        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *rgb.shape[-2:])) for i in indices]
+        return torch.from_numpy(np.stack(draws).astype(np.float32))
+    return predict
+
+
+def constant(depth):
+    def predict(rgb, indices):
+        return torch.full((rgb.shape[0], 1, *rgb.shape[-2:]), float(depth))
+    return predict
+
+
+def evaluate(predict, loader, index_of, progress=True):
+    """Per-image metric rows, {'index', 'file', metric: float}, for every image the loader yields."""
+    rows = []
+    for rgb, gt, files in tqdm(loader, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True):
+        indices = [index_of[f] for f in files]
+        pred = predict(rgb, indices)  # (B, 1, 416, 544) metres
+        errors = per_image_errors_NYU(gt.to(pred.device, non_blocking=True), pred)
+        values = torch.stack([errors[name] for name in NYU_METRICS], dim=1).tolist()  # (B, metrics)
+        rows += [{"index": i, "file": f, **dict(zip(NYU_METRICS, v))} for i, f, v in zip(indices, files, values)]
+    return rows
+
+
+def mean_metrics(rows):
+    return {name: float(np.mean([row[name] for row in rows])) for name in NYU_METRICS}
+
+
+def summarize(rows):
+    """Mean metrics over all images and per scene."""
+    by_scene = defaultdict(list)
+    for row in rows:
+        by_scene[scene_of(row["file"])].append(row)
+    per_scene = {scene: {"count": len(r), "metrics": mean_metrics(r)} for scene, r in sorted(by_scene.items())}
+    return mean_metrics(rows), per_scene
+
+
+def format_table(rows_by_name):
+    """Rows of (name, count, metrics) as an aligned text table in the paper's column order."""
+    header = f"{'method':<14}{'images':>7}" + "".join(f"{title:>8}" for title, _ in TABLE_COLUMNS)
+    lines = [header]
+    for name, count, metrics in rows_by_name:
+        lines.append(f"{name:<14}{count:>7}" + "".join(f"{metrics[key]:>8.3f}" for _, key in TABLE_COLUMNS))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.output:
+        cli.check_writable_file(args.output)
+    dataset = NYUDepthV2(args.data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
+                         normalize=args.normalize)
+    index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
+    rank, world, device = start_distributed(pick_device(args.device))
+
+    if args.method == "monoclip":
+        model = MonoCLIP(args.clip_model, depth_classes=args.depth_classes or args.prompt_set,
+                         bins=args.bins or args.bin_set, templates=args.templates, objects=args.objects,
+                         temperature=args.temperature, device=device, features=args.features,
+                         precision=args.precision)
+        config = model.config()
+
+        def predict(rgb, indices):
+            return model.predict(rgb, flip=not args.no_flip)
+    else:
+        config = {"seed": args.seed} if args.method == "lower_bound" else {"median_depth": args.median_depth}
+        predict = lower_bound(args.seed) if args.method == "lower_bound" else constant(args.median_depth)
+    config.update(method=args.method, data_path=args.data_path, testfile_nyu=args.testfile_nyu, scenes=args.scenes,
+                  limit=args.limit, normalize=args.normalize, flip=not args.no_flip, prompt_set=args.prompt_set,
+                  bin_set=args.bin_set, batch_size=args.batch_size, workers=args.workers, world_size=world)
+
+    shard = Subset(dataset, range(rank, len(dataset), world))  # each image exactly once across processes
+    loader = DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None)
+    if world > 1:
+        dist.barrier()
+    start = time.perf_counter()
+    rows = evaluate(predict, loader, index_of, progress=rank == 0)
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    seconds = time.perf_counter() - start
+    if rank != 0:
+        dist.destroy_process_group()
+        return None
+
+    rows.sort(key=lambda row: row.pop("index"))
+    metrics, per_scene = summarize(rows)
+    results = {"dataset": args.dataset, "count": len(rows), "metrics": metrics, "per_scene": per_scene,
+               "per_image": rows, "config": config,
+               "timing": {"seconds": seconds, "images_per_second": len(rows) / seconds if seconds else math.inf}}
+    print(format_table([(args.method, len(rows), metrics)]))
+    print(f"{len(rows)} images in {seconds:.1f} s ({results['timing']['images_per_second']:.2f} images/s)")
+    if args.output:
+        cli.write_json(args.output, results)
+        print(f"results written to {args.output}")
+    if world > 1:
+        dist.destroy_process_group()
+    return results
+
+
+if __name__ == "__main__":
+    cli.run(main)

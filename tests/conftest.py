@@ -1,0 +1,41 @@
+"""Shared fixtures: a seeded checkpoint and NYU-like data, generated once per test session in a temporary folder."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from make_checkpoint import make_state_dict  # noqa: E402
+from make_nyu_like import write_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def golden():
+    with open(os.path.join(ROOT, "tests", "golden.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """golden.json's checkpoint: make_checkpoint.py --seed 0 (RN50 geometry, one block per stage)."""
+    path = tmp_path_factory.mktemp("checkpoints") / "rn50_seed0.pt"
+    torch.save(make_state_dict(0), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def nyu_like(tmp_path_factory):
+    """golden.json's data: make_nyu_like.py --count 6 --seed 0, as <root>/official_splits/test."""
+    root = tmp_path_factory.mktemp("nyu")
+    write_dataset(str(root / "official_splits" / "test"), count=6, seed=0)
+    return str(root)
+
+
+@pytest.fixture(scope="session")
+def model(checkpoint):
+    from monoclip import MonoCLIP
+    return MonoCLIP(checkpoint, device="cpu")

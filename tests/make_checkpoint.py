@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Seeded random CLIP checkpoints in OpenAI's state-dict format, for tests and benchmarks (no download).
+
+    python tests/make_checkpoint.py OUT.pt [--seed 0] [--vision-layers 1,1,1,1] [--text-width 64] [--text-layers 1]
+    python tests/make_checkpoint.py OUT.pt --vit 32 [--vit-width 64] [--vit-layers 2] [--embed-dim 64]
+
+The weights mean nothing; they pin the computation down. The draws (one numpy RandomState, tensors
+filled in state-dict order) are those of the parity references' generator, so golden.json applies.
+Defaults: ResNet-50 geometry (2048 channels after layer4, embed dim 1024) with one bottleneck per stage
+and a one-layer, width-64 text tower, about 100 MB. `--vision-layers 3,4,6,3 --text-width 512
+--text-layers 12` is the full RN50 geometry (about 400 MB).
+"""
+import argparse
+import math
+
+import numpy as np
+import torch
+
+
+def _batchnorm(name, channels):
+    return [(f"{name}.weight", (channels,), "norm_weight"), (f"{name}.bias", (channels,), "bn_shift"),
+            (f"{name}.running_mean", (channels,), "bn_shift"), (f"{name}.running_var", (channels,), "bn_var"),
+            (f"{name}.num_batches_tracked", (), "zero")]
+
+
+def _transformer(name, width, layers):
+    entries = []
+    for i in range(layers):
+        block = f"{name}.resblocks.{i}"
+        entries += [(f"{block}.attn.in_proj_weight", (3 * width, width), "linear"),
+                    (f"{block}.attn.in_proj_bias", (3 * width,), "bias"),
+                    (f"{block}.attn.out_proj.weight", (width, width), "linear"),
+                    (f"{block}.attn.out_proj.bias", (width,), "bias"),
+                    (f"{block}.ln_1.weight", (width,), "norm_weight"), (f"{block}.ln_1.bias", (width,), "bias"),
+                    (f"{block}.mlp.c_fc.weight", (4 * width, width), "linear"),
+                    (f"{block}.mlp.c_fc.bias", (4 * width,), "bias"),
+                    (f"{block}.mlp.c_proj.weight", (width, 4 * width), "linear"),
+                    (f"{block}.mlp.c_proj.bias", (width,), "bias"),
+                    (f"{block}.ln_2.weight", (width,), "norm_weight"), (f"{block}.ln_2.bias", (width,), "bias")]
+    return entries
+
+
+def _resnet_tower(layers, width, embed_dim, resolution):
+    entries = []
+    stem = [(3, width // 2), (width // 2, width // 2), (width // 2, width)]
+    for i, (cin, cout) in enumerate(stem, start=1):
+        entries += [(f"visual.conv{i}.weight", (cout, cin, 3, 3), "conv")] + _batchnorm(f"visual.bn{i}", cout)
+    inplanes = width
+    for stage, blocks in enumerate(layers):
+        planes = width * 2 ** stage
+        for b in range(blocks):
+            block = f"visual.layer{stage + 1}.{b}"
+            entries += [(f"{block}.conv1.weight", (planes, inplanes, 1, 1), "conv")] + _batchnorm(f"{block}.bn1", planes)
+            entries += [(f"{block}.conv2.weight", (planes, planes, 3, 3), "conv")] + _batchnorm(f"{block}.bn2", planes)
+            entries += [(f"{block}.conv3.weight", (4 * planes, planes, 1, 1), "conv")]
+            entries += _batchnorm(f"{block}.bn3", 4 * planes)
+            if b == 0 and (stage > 0 or inplanes != 4 * planes):
+                entries += [(f"{block}.downsample.0.weight", (4 * planes, inplanes, 1, 1), "conv")]
+                entries += _batchnorm(f"{block}.downsample.1", 4 * planes)
+            inplanes = 4 * planes
+    channels, grid = 32 * width, resolution // 32
+    entries.append(("visual.attnpool.positional_embedding", (grid * grid + 1, channels), "embedding"))
+    for proj in ("k_proj", "q_proj", "v_proj"):
+        entries += [(f"visual.attnpool.{proj}.weight", (channels, channels), "linear"),
+                    (f"visual.attnpool.{proj}.bias", (channels,), "bias")]
+    entries += [("visual.attnpool.c_proj.weight", (embed_dim, channels), "linear"),
+                ("visual.attnpool.c_proj.bias", (embed_dim,), "bias")]
+    return entries
+
+
+def _vit_tower(patch, width, layers, embed_dim, resolution):
+    grid = resolution // patch
+    entries = [("visual.class_embedding", (width,), "embedding"),
+               ("visual.positional_embedding", (grid * grid + 1, width), "embedding"),
+               ("visual.proj", (width, embed_dim), "projection"),
+               ("visual.conv1.weight", (width, 3, patch, patch), "conv"),
+               ("visual.ln_pre.weight", (width,), "norm_weight"), ("visual.ln_pre.bias", (width,), "bias")]
+    entries += _transformer("visual.transformer", width, layers)
+    return entries + [("visual.ln_post.weight", (width,), "norm_weight"), ("visual.ln_post.bias", (width,), "bias")]
+
+
+def _text_tower(width, layers, embed_dim, context_length=77, vocab_size=49408):
+    entries = [("positional_embedding", (context_length, width), "embedding"),
+               ("token_embedding.weight", (vocab_size, width), "embedding")]
+    entries += _transformer("transformer", width, layers)
+    return entries + [("ln_final.weight", (width,), "norm_weight"), ("ln_final.bias", (width,), "bias"),
+                      ("text_projection", (width, embed_dim), "projection"), ("logit_scale", (), "logit_scale")]
+
+
+def layout(vision_layers=(1, 1, 1, 1), vision_width=64, embed_dim=1024, text_width=64, text_layers=1,
+           vit_patch=None, vit_width=64, vit_layers=2, image_resolution=224):
+    """(key, shape, kind) for every tensor, in the order the generator fills them."""
+    if vit_patch:
+        image = _vit_tower(vit_patch, vit_width, vit_layers, embed_dim, image_resolution)
+    else:
+        image = _resnet_tower(vision_layers, vision_width, embed_dim, image_resolution)
+    return image + _text_tower(text_width, text_layers, embed_dim)
+
+
+def _draw(rng, shape, kind):
+    """One tensor's values, float64, drawn from rng (kinds 'zero' and 'logit_scale' draw nothing)."""
+    if kind == "conv":
+        return rng.standard_normal(shape) * np.sqrt(2.0 / math.prod(shape[1:]))
+    if kind == "linear":  # (out, in): scaled by fan-in
+        return rng.standard_normal(shape) / np.sqrt(shape[-1])
+    if kind == "projection":  # (in, out), applied as x @ W: scaled by fan-in
+        return rng.standard_normal(shape) / np.sqrt(shape[0])
+    if kind == "embedding":
+        return rng.standard_normal(shape) * 0.02
+    if kind == "bias":
+        return rng.standard_normal(shape) * 0.01
+    if kind == "norm_weight":
+        return 1.0 + 0.1 * rng.standard_normal(shape)
+    if kind == "bn_shift":
+        return 0.1 * rng.standard_normal(shape)
+    if kind == "bn_var":
+        return 1.0 + 0.5 * rng.random_sample(shape)
+    if kind == "logit_scale":
+        return np.array(np.log(1 / 0.07))
+    raise ValueError(kind)
+
+
+def make_state_dict(seed=0, **geometry):
+    """A float32 CLIP state dict filled in layout order from numpy.random.RandomState(seed)."""
+    rng = np.random.RandomState(seed)
+    state = {}
+    for key, shape, kind in layout(**geometry):
+        if kind == "zero":
+            state[key] = torch.tensor(0, dtype=torch.long)
+        else:
+            state[key] = torch.from_numpy(np.asarray(_draw(rng, shape, kind), dtype=np.float32))
+    return state
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vision-layers", default="1,1,1,1", help="bottlenecks per ResNet stage")
+    parser.add_argument("--text-width", type=int, default=64)
+    parser.add_argument("--text-layers", type=int, default=1)
+    parser.add_argument("--vit", type=int, metavar="PATCH", help="a ViT image tower with this patch size")
+    parser.add_argument("--vit-width", type=int, default=64)
+    parser.add_argument("--vit-layers", type=int, default=2)
+    parser.add_argument("--embed-dim", type=int, help="joint embedding size (default 1024 for ResNet, 64 for ViT)")
+    args = parser.parse_args(argv)
+    state = make_state_dict(args.seed, vision_layers=tuple(int(n) for n in args.vision_layers.split(",")),
+                            text_width=args.text_width, text_layers=args.text_layers,
+                            embed_dim=args.embed_dim or (64 if args.vit else 1024),
+                            vit_patch=args.vit, vit_width=args.vit_width, vit_layers=args.vit_layers)
+    torch.save(state, args.out)
+
+
+if __name__ == "__main__":
+    main()
