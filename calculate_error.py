@@ -17,8 +17,8 @@ def _per_image(gt, pred, valid):
     """gt, pred, valid: (B, H, W). Each metric as a (B,) tensor over that image's valid pixels."""
     count = valid.sum(dim=(1, 2))  # an image with no valid pixel gets NaN, as in the authors' code
 
-    def mean(x):  # (B, H, W) -> (B,), over valid pixels only
-        return torch.where(valid, x, torch.zeros_like(x)).sum(dim=(1, 2)) / count
+    def mean(x):  # (B, H, W) -> (B,), over valid pixels only; float64 sums so batching cannot change a digit
+        return torch.where(valid, x, torch.zeros_like(x)).sum(dim=(1, 2), dtype=torch.float64) / count
 
     gt = gt.where(valid, torch.ones_like(gt))  # placeholders keep logs and ratios finite off the mask
     pred = pred.where(valid, torch.ones_like(pred))

@@ -3,6 +3,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from typing import List, Union
 
@@ -96,7 +97,9 @@ def _read_state_dict(path):
     """Read weights only: TorchScript through torch.jit.load, anything else through weights_only torch.load."""
     try:
         if _is_torchscript(path):
-            return torch.jit.load(path, map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch>=2.9 deprecates jit.load, yet the released files need it
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(path, map_location="cpu").state_dict()
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
