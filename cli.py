@@ -1,4 +1,5 @@
 """Command-line plumbing shared by eval.py, predict.py and bench.py: one-line errors and atomic writes."""
+import argparse
 import json
 import os
 import sys
@@ -13,6 +14,14 @@ def one_line(error):
         text = last.split(": ", 1)[1] if ": " in last else last
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return " ".join(lines) if lines else type(error).__name__
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other error here."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def run(main):
