@@ -120,3 +120,16 @@ def test_two_processes_equal_one(nyu_like, checkpoint, tmp_path):
             assert a[name] == pytest.approx(b[name], abs=1e-6)
     for name in NYU_METRICS:
         assert single["metrics"][name] == pytest.approx(two["metrics"][name], abs=1e-6)
+
+
+def test_table_puts_each_run_beside_the_papers_number(default_results, nyu_like, tmp_path):
+    import table
+    paper = tmp_path / "paper.json"
+    paper.write_text(json.dumps(default_results))
+    median = run_eval(nyu_like, tmp_path, "--method", "median", name="median.json")
+    lines = table.markdown_table([str(paper), str(tmp_path / "median.json")]).splitlines()
+    assert lines[0].split("|")[1:-1] == [" run ", " images ", " δ1 ", " δ2 ", " δ3 ", " rel ", " log10 ", " rmse "]
+    assert lines[2].startswith(f"| paper | 6 | {default_results['metrics']['a1']:.3f} (0.394) |")
+    assert lines[2].endswith(f"| {default_results['metrics']['rmse']:.3f} (1.167) |")
+    assert lines[3] == "| median | 6 | " + " | ".join(
+        f"{median['metrics'][k]:.3f}" for k in ["a1", "a2", "a3", "abs_rel", "log10", "rmse"]) + " |"

@@ -1,0 +1,54 @@
+"""Results files (eval.py --output) -> one markdown table, each run beside the paper's number where it has one.
+
+    python table.py results/ablations/*.json > table.md
+
+A run is named by its file name (paper.json -> paper); names of the paper's rows get its numbers.
+"""
+import json
+import os
+import sys
+
+import cli
+
+COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"), ("rmse", "rmse")]
+PAPER = {  # NYU Depth V2, all 654 test images: δ1, δ2, δ3, rel, log10, rmse
+    "paper": (0.394, 0.683, 0.851, 0.388, 0.156, 1.167),
+    "prompt1": (0.341, 0.623, 0.816, 0.379, 0.175, 1.274),
+    "prompt2": (0.377, 0.667, 0.845, 0.385, 0.161, 1.196),
+    "prompt3": (0.380, 0.670, 0.846, 0.375, 0.160, 1.196),
+    "class1": (0.373, 0.653, 0.828, 0.467, 0.166, 1.228),
+    "class2": (0.366, 0.641, 0.819, 0.496, 0.170, 1.248),
+    "class3": (0.333, 0.621, 0.818, 0.353, 0.176, 1.290),
+    "class4": (0.288, 0.548, 0.752, 0.663, 0.201, 1.439),
+    "lower_bound": (0.140, 0.297, 0.471, 1.327, 0.323, 2.934),
+}
+
+
+def markdown_table(paths):
+    lines = ["| run | images | " + " | ".join(title for title, _ in COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(COLUMNS)]
+    for path in paths:
+        with open(path) as f:
+            results = json.load(f)
+        name = os.path.splitext(os.path.basename(path))[0]
+        cells = [f"{results['metrics'][key]:.3f}" for _, key in COLUMNS]
+        if name in PAPER:
+            cells = [f"{cell} ({paper:.3f})" for cell, paper in zip(cells, PAPER[name])]
+        lines.append(f"| {name} | {results['count']} | " + " | ".join(cells) + " |")
+    if any(os.path.splitext(os.path.basename(p))[0] in PAPER for p in paths):
+        lines.append("\nIn parentheses: the paper's number (NYU Depth V2, 654 test images).")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    paths = sys.argv[1:] if argv is None else argv
+    if not paths:
+        raise ValueError("give one or more results files written by eval.py --output")
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"results file {path} does not exist; run eval.py --output {path} first")
+    print(markdown_table(paths))
+
+
+if __name__ == "__main__":
+    cli.run(main)
