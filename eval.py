@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 import cli
+import visualize
 from calculate_error import NYU_METRICS, per_image_errors_NYU
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NORMALIZATIONS, NYUDepthV2, scene_of
 from monoclip import BIN_SETS, FEATURES, PRECISIONS, PROMPT_SETS, TEMPERATURE, MonoCLIP, pick_device
@@ -54,22 +55,9 @@ def default_workers():
     return max(1, min(8, (os.cpu_count() or 2) // 2 // local))
 
 
-def parse_args(argv=None):
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="NYU", choices=["NYU"])
-    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="folder holding official_splits/test")
-    data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
-                      help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
-    data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders, e.g. bathroom,classroom")
-    data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
-    data.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS),
-                      help="RGB mean/std: the authors' ImageNet statistics or CLIP's own")
-
+def add_model_arguments(p):
+    """MonoCLIP's flags, shared by eval.py and predict.py; returns the method argument group."""
     method = p.add_argument_group("method")
-    method.add_argument("--method", default="monoclip", choices=list(METHODS),
-                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
     method.add_argument("--clip_model", default="RN50", help="a CLIP model name or a checkpoint path")
     method.add_argument("--prompt_set", choices=list(PROMPT_SETS),
                         help="named depth words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PROMPT_SETS.items()))
@@ -83,17 +71,53 @@ def parse_args(argv=None):
     method.add_argument("--features", default="paper", choices=list(FEATURES),
                         help="; ".join(f"{k}: {v}" for k, v in FEATURES.items()))
     method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
-    method.add_argument("--seed", type=int, default=0, help="seed of the lower_bound draws")
-    method.add_argument("--median_depth", type=float, default=2.5, help="the median baseline's constant (m)")
-
     run = p.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--precision", default="auto", choices=PRECISIONS,
                      help="auto: fp16 on CUDA (the authors' setting), fp32 on CPU; bf16 runs under autocast")
+    run.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    return method, run
+
+
+def check_model_arguments(p, args):
+    if args.prompt_set and args.depth_classes:
+        p.error("give --prompt_set or --depth_classes, not both")
+    if args.bin_set and args.bins:
+        p.error("give --bin_set or --bins, not both")
+
+
+def build_monoclip(args, device):
+    return MonoCLIP(args.clip_model, depth_classes=args.depth_classes or args.prompt_set,
+                    bins=args.bins or args.bin_set, templates=args.templates, objects=args.objects,
+                    temperature=args.temperature, device=device, features=args.features, precision=args.precision)
+
+
+def parse_args(argv=None):
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="NYU", choices=["NYU"])
+    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="folder holding official_splits/test")
+    data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
+                      help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
+    data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders, e.g. bathroom,classroom")
+    data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    data.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS),
+                      help="RGB mean/std: the authors' ImageNet statistics or CLIP's own")
+
+    method, run = add_model_arguments(p)
+    method.add_argument("--method", default="monoclip", choices=list(METHODS),
+                        help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
+    method.add_argument("--seed", type=int, default=0, help="seed of the lower_bound draws")
+    method.add_argument("--median_depth", type=float, default=2.5, help="the median baseline's constant (m)")
+
     run.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
     run.add_argument("-j", "--workers", type=int, default=default_workers(), help="image-decoding processes")
     run.add_argument("--output", help="write results as JSON to this file")
-    run.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    run.add_argument("--img_save", metavar="DIR", help="write per image DIR/<scene>_<index>.png (RGB | prediction | "
+                     "ground truth) and DIR/<scene>_<index>_depth.png (prediction, uint16 mm, 640x480)")
+    run.add_argument("--img_save_bins", metavar="IMAGE", help="also write DIR/<scene>_<index>_bins.png for this image "
+                     "(its index or file, e.g. bathroom/rgb_00045.jpg): each depth prompt's softmax weight per patch")
 
     legacy = p.add_argument_group("accepted for the authors' test.sh, no effect")
     legacy.add_argument("--evaluate", action="store_true")
@@ -102,10 +126,9 @@ def parse_args(argv=None):
     legacy.add_argument("--other_method", choices=["MonoCLIP"])
     args = p.parse_args(argv)
 
-    if args.prompt_set and args.depth_classes:
-        p.error("give --prompt_set or --depth_classes, not both")
-    if args.bin_set and args.bins:
-        p.error("give --bin_set or --bins, not both")
+    check_model_arguments(p, args)
+    if args.img_save_bins is not None and (args.img_save is None or args.method != "monoclip"):
+        p.error("--img_save_bins needs --img_save DIR and --method monoclip")
     if args.batch_size < 1 or args.workers < 0 or (args.limit is not None and args.limit < 1):
         p.error("--batch_size and --limit must be at least 1, --workers at least 0")
     return args
@@ -137,16 +160,63 @@ def constant(depth):
     return predict
 
 
-def evaluate(predict, loader, index_of, progress=True):
-    """Per-image metric rows, {'index', 'file', metric: float}, for every image the loader yields."""
+def evaluate(predict, loader, index_of, progress=True, pictures=None):
+    """Per-image metric rows, {'index', 'file', metric: float}, for every image the loader yields.
+
+    pictures, if given, is called with each batch's (rgb, gt, pred, files, indices).
+    """
     rows = []
     for rgb, gt, files in tqdm(loader, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True):
         indices = [index_of[f] for f in files]
         pred = predict(rgb, indices)  # (B, 1, 416, 544) metres
+        if pictures:
+            pictures(rgb, gt, pred, files, indices)
         errors = per_image_errors_NYU(gt.to(pred.device, non_blocking=True), pred)
         values = torch.stack([errors[name] for name in NYU_METRICS], dim=1).tolist()  # (B, metrics)
         rows += [{"index": i, "file": f, **dict(zip(NYU_METRICS, v))} for i, f, v in zip(indices, files, values)]
     return rows
+
+
+def picture_name(folder, file, index, suffix=""):
+    """DIR/<scene>_<index><suffix>.png, index being the image's position in the evaluated list."""
+    return os.path.join(folder, f"{scene_of(file)}_{index:05d}{suffix}.png")
+
+
+def panel_writer(folder, normalize):
+    """pictures= for evaluate: each image's RGB | prediction | GT panel and its prediction as a 16-bit PNG."""
+    mean, std = NORMALIZATIONS[normalize]
+
+    def write(rgb, gt, pred, files, indices):
+        for image, truth, depth, file, index in zip(rgb, gt.numpy(), pred.cpu().float().numpy(), files, indices):
+            visualize.save_panel(picture_name(folder, file, index), visualize.unnormalize(image, mean, std),
+                                 depth[0], truth[0])
+            visualize.save_prediction_png(picture_name(folder, file, index, "_depth"), depth[0])
+    return write
+
+
+def image_index(dataset, image):
+    """--img_save_bins: an index into the evaluated list, or one of its RGB files."""
+    files = [rgb for rgb, _ in dataset.pairs]
+    if image.isdigit() and int(image) < len(files):
+        return int(image)
+    if image in files:
+        return files.index(image)
+    raise ValueError(f"--img_save_bins {image}: neither an index below {len(files)} nor a file of the evaluated "
+                     f"list (e.g. {files[0]})")
+
+
+def save_bin_weights(model, dataset, index, folder):
+    """DIR/<scene>_<index>_bins.png: each depth prompt's softmax weight over one image's patches."""
+    rgb, _, file = dataset[index]
+    with torch.inference_mode():
+        weights = model.bin_weights(rgb[None])[0].float().cpu()  # (K, h, w)
+    labels = [word if len(model.objects) == 1 else f"{word} / {obj}"
+              for word in model.depth_classes for obj in model.objects]
+    mean, std = NORMALIZATIONS[dataset.normalize]
+    path = picture_name(folder, file, index, "_bins")
+    visualize.save_bin_weights(path, visualize.unnormalize(rgb, mean, std), weights.numpy(), labels,
+                               model.bins.tolist())
+    return path
 
 
 def mean_metrics(rows):
@@ -175,16 +245,16 @@ def main(argv=None):
     args = parse_args(argv)
     if args.output:
         cli.check_writable_file(args.output)
+    if args.img_save:
+        cli.check_writable_dir(args.img_save, "--img_save")
     dataset = NYUDepthV2(args.data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
                          normalize=args.normalize)
     index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
+    bins_index = image_index(dataset, args.img_save_bins) if args.img_save_bins is not None else None
     rank, world, device = start_distributed(pick_device(args.device))
 
     if args.method == "monoclip":
-        model = MonoCLIP(args.clip_model, depth_classes=args.depth_classes or args.prompt_set,
-                         bins=args.bins or args.bin_set, templates=args.templates, objects=args.objects,
-                         temperature=args.temperature, device=device, features=args.features,
-                         precision=args.precision)
+        model = build_monoclip(args, device)
         config = model.config()
 
         def predict(rgb, indices):
@@ -202,7 +272,8 @@ def main(argv=None):
     if world > 1:
         dist.barrier()
     start = time.perf_counter()
-    rows = evaluate(predict, loader, index_of, progress=rank == 0)
+    pictures = panel_writer(args.img_save, args.normalize) if args.img_save else None
+    rows = evaluate(predict, loader, index_of, progress=rank == 0, pictures=pictures)
     if world > 1:
         gathered = [None] * world
         dist.all_gather_object(gathered, rows)
@@ -222,6 +293,10 @@ def main(argv=None):
     if args.output:
         cli.write_json(args.output, results)
         print(f"results written to {args.output}")
+    if args.img_save:
+        if bins_index is not None:
+            save_bin_weights(model, dataset, bins_index, args.img_save)
+        print(f"pictures written to {args.img_save}")
     if world > 1:
         dist.destroy_process_group()
     return results

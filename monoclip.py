@@ -163,7 +163,8 @@ class MonoCLIP(nn.Module):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def forward(self, x):
+    def bin_weights(self, x):
+        """(B, 3, H, W) normalized images -> (B, K, h, w): each patch's softmax over the K depth prompts."""
         B, _, H, W = x.shape
         s = self.stride
         if H % s or W % s:  # only ViT-L/14 at NYU's 416x544: resize to the nearest multiples of the patch
@@ -181,14 +182,16 @@ class MonoCLIP(nn.Module):
         logits = 100.0 * patches @ self.text_features  # (B, hw, K)
         logits = logits.transpose(1, 2).reshape(B, -1, h, w)  # (B, K, h, w)
         logits = logits / self.temperature
-        weights = logits.softmax(dim=1)
-        depth = weights * self.bins.view(1, -1, 1, 1)
+        return logits.softmax(dim=1)
+
+    def forward(self, x):
+        depth = self.bin_weights(x) * self.bins.view(1, -1, 1, 1)  # (B, K, h, w)
         return depth.sum(dim=1, keepdim=True)  # (B, 1, h, w) metres
 
     @torch.inference_mode()
-    def predict(self, x, flip=True):
-        """(B, 3, H, W) -> (B, 1, H, W) metres, the authors' evaluation protocol: the prediction averaged
-        with the mirrored image's (mirrored back), then upsampled bilinearly with align_corners=True."""
+    def predict(self, x, flip=True, size=None):
+        """(B, 3, H, W) -> (B, 1, H, W) metres (or size), the authors' evaluation protocol: the prediction
+        averaged with the mirrored image's (mirrored back), then upsampled bilinearly with align_corners=True."""
         x = x.to(self.device, non_blocking=True)
         B = x.shape[0]
         if flip:
@@ -196,7 +199,7 @@ class MonoCLIP(nn.Module):
             depth = 0.5 * (depth[:B] + depth[B:].flip(3))
         else:
             depth = self(x)
-        return F.interpolate(depth, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        return F.interpolate(depth, size=size or x.shape[-2:], mode="bilinear", align_corners=True)
 
     def config(self):
         """The settings that determine the output, for results files."""

@@ -1,0 +1,112 @@
+"""Pictures of depth: eval.py's per-image panels and bin responses, predict.py's coloured depth maps.
+
+Depth is drawn with viridis (perceptually uniform, never black), so black means "no ground truth".
+Every file is written to a temporary name and renamed, so an interrupted run leaves no broken picture.
+"""
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+import cli  # noqa: E402
+from calculate_error import NYU_PASTE_BOX, paste_into_frame  # noqa: E402
+
+COLORMAP = "viridis"
+
+
+def unnormalize(rgb, mean, std):
+    """(3, H, W) normalized tensor -> (H, W, 3) uint8, undoing the loader's mean/std."""
+    rgb = rgb.cpu().float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def save_png(path, array):
+    """A uint8 or uint16 array as PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    cli.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def save_figure(path, figure):
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    cli.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def millimetres(depth):
+    """(H, W) metres -> uint16 millimetres (0 .. 65.535 m), the NYU ground truth's format."""
+    return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
+
+
+def save_prediction_png(path, pred):
+    """(416, 544) metres -> 16-bit PNG in mm at 640x480, zeros outside the evaluated crop, re-scorable as NYU GT."""
+    frame = paste_into_frame(torch.as_tensor(pred)[None, None])[0, 0]  # (480, 640)
+    save_png(path, millimetres(frame))
+
+
+def colorize(depth, vmin, vmax):
+    """(H, W) metres -> (H, W, 3) uint8 with the depth colormap; NaN (missing) black."""
+    scaled = (np.asarray(depth, np.float64) - vmin) / max(vmax - vmin, 1e-6)
+    colours = plt.get_cmap(COLORMAP)(np.clip(scaled, 0, 1))[..., :3]
+    colours[np.isnan(scaled)] = 0
+    return (colours * 255).round().astype(np.uint8)
+
+
+def scale_bar(width, vmax, height=28):
+    """(height, width, 3) uint8: the colormap from 0 to vmax metres, labelled at both ends."""
+    bar = np.full((height, width, 3), 255, np.uint8)
+    bar[4:16, width // 3:2 * width // 3] = colorize(np.linspace(0, vmax, width // 3)[None].repeat(12, 0), 0, vmax)
+    image = Image.fromarray(bar)
+    draw = ImageDraw.Draw(image)
+    draw.text((width // 3 - 40, 4), "0 m", fill=(0, 0, 0))
+    draw.text((2 * width // 3 + 6, 4), f"{vmax:.2f} m", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def save_panel(path, rgb, pred, gt):
+    """RGB crop | prediction | ground truth at full resolution, the two depths on one colour scale, a scale bar below.
+
+    rgb (416, 544, 3) uint8, pred (416, 544) m, gt (480, 640) m with 0 where missing; gt is shown over the
+    same crop. The scale runs from 0 to the larger of the two maxima.
+    """
+    top, bottom, left, right = NYU_PASTE_BOX
+    gt = np.asarray(gt, np.float64)[top:bottom, left:right]
+    gt = np.where(gt > 1e-3, gt, np.nan)
+    pred = np.asarray(pred, np.float64)
+    vmax = max(float(pred.max()), float(np.nanmax(gt)) if np.isfinite(gt).any() else 0.0)
+    panel = np.concatenate([rgb, colorize(pred, 0, vmax), colorize(gt, 0, vmax)], axis=1)  # (416, 1632, 3)
+    save_png(path, np.concatenate([panel, scale_bar(panel.shape[1], vmax)], axis=0))
+
+
+def save_bin_weights(path, rgb, weights, labels, bins):
+    """The image and, per depth prompt, its softmax weight over the h x w patches (0 to 1).
+
+    rgb (H, W, 3) uint8, weights (K, h, w), labels and bins: K prompt names and their depths (m).
+    """
+    weights = np.asarray(weights)
+    columns = 4
+    rows = -(-(len(labels) + 1) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    axes = axes.ravel()
+    axes[0].imshow(rgb)
+    axes[0].set_title("RGB")
+    for ax, weight, label, depth in zip(axes[1:], weights, labels, bins):
+        shown = ax.imshow(weight, cmap="magma", vmin=0, vmax=1)
+        ax.set_title(f"'{label}' ({depth:g} m)")
+    for ax in axes:
+        ax.axis("off")
+    figure.colorbar(shown, ax=axes.tolist(), fraction=0.02, pad=0.01, label="softmax weight")
+    save_figure(path, figure)
+
+
+def save_depth(path_depth, path_color, depth):
+    """predict.py's outputs: (H, W) metres as uint16 millimetres and as a coloured picture (0 to its maximum)."""
+    depth = np.asarray(depth, np.float64)
+    save_png(path_depth, millimetres(depth))
+    save_png(path_color, colorize(depth, 0, float(depth.max())))
