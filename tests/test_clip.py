@@ -4,8 +4,10 @@ import io
 import os
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import clip
 import clip.clip as clip_module
@@ -180,3 +182,16 @@ def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         clip_module._download("https://example.invalid/models/" + "0" * 64 + "/M.pt", str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_preprocess_matches_openais_torchvision_pipeline():
+    """clip.load's preprocess is OpenAI's (Resize bicubic, CenterCrop, RGB, ToTensor, Normalize), without torchvision."""
+    from torchvision.transforms import CenterCrop, Compose, InterpolationMode, Normalize, Resize, ToTensor
+    from clip.clip import CLIP_MEAN, CLIP_STD, _transform
+    reference = Compose([Resize(224, interpolation=InterpolationMode.BICUBIC), CenterCrop(224),
+                         lambda image: image.convert("RGB"), ToTensor(), Normalize(CLIP_MEAN, CLIP_STD)])
+    rng = np.random.default_rng(2)
+    for size, mode in [((333, 250), "RGB"), ((250, 401), "L"), ((224, 224), "RGBA"), ((640, 479), "RGB")]:
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)[..., :len(mode)]
+                                .squeeze(), mode)
+        torch.testing.assert_close(_transform(224)(image), reference(image), atol=1e-6, rtol=0)
