@@ -49,8 +49,11 @@ def numbers(text):
     return values
 
 
-def default_workers():
-    """Decoding workers: half the cores (at least 1, at most 8), shared among local torchrun processes."""
+def default_workers(device):
+    """Decoding processes: none on a CPU, where they would take cores from the network (decoding is ~2% of
+    the work there); on a GPU half the cores, at most 8, shared among the local torchrun processes."""
+    if device.type == "cpu":
+        return 0
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     return max(1, min(8, (os.cpu_count() or 2) // 2 // local))
 
@@ -112,7 +115,8 @@ def parse_args(argv=None):
     method.add_argument("--median_depth", type=float, default=2.5, help="the median baseline's constant (m)")
 
     run.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
-    run.add_argument("-j", "--workers", type=int, default=default_workers(), help="image-decoding processes")
+    run.add_argument("-j", "--workers", type=int, help="image-decoding processes (default: 0 on a CPU, "
+                     "half the cores up to 8 on a GPU)")
     run.add_argument("--output", help="write results as JSON to this file")
     run.add_argument("--img_save", metavar="DIR", help="write per image DIR/<scene>_<index>.png (RGB | prediction | "
                      "ground truth) and DIR/<scene>_<index>_depth.png (prediction, uint16 mm, 640x480)")
@@ -129,7 +133,7 @@ def parse_args(argv=None):
     check_model_arguments(p, args)
     if args.img_save_bins is not None and (args.img_save is None or args.method != "monoclip"):
         p.error("--img_save_bins needs --img_save DIR and --method monoclip")
-    if args.batch_size < 1 or args.workers < 0 or (args.limit is not None and args.limit < 1):
+    if args.batch_size < 1 or (args.workers or 0) < 0 or (args.limit is not None and args.limit < 1):
         p.error("--batch_size and --limit must be at least 1, --workers at least 0")
     return args
 
@@ -252,6 +256,7 @@ def main(argv=None):
     index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
     bins_index = image_index(dataset, args.img_save_bins) if args.img_save_bins is not None else None
     rank, world, device = start_distributed(pick_device(args.device))
+    workers = default_workers(device) if args.workers is None else args.workers
 
     if args.method == "monoclip":
         model = build_monoclip(args, device)
@@ -264,11 +269,11 @@ def main(argv=None):
         predict = lower_bound(args.seed) if args.method == "lower_bound" else constant(args.median_depth)
     config.update(method=args.method, data_path=args.data_path, testfile_nyu=args.testfile_nyu, scenes=args.scenes,
                   limit=args.limit, normalize=args.normalize, flip=not args.no_flip, prompt_set=args.prompt_set,
-                  bin_set=args.bin_set, batch_size=args.batch_size, workers=args.workers, world_size=world)
+                  bin_set=args.bin_set, batch_size=args.batch_size, workers=workers, world_size=world)
 
     shard = Subset(dataset, range(rank, len(dataset), world))  # each image exactly once across processes
-    loader = DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if args.workers else None)
+    loader = DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     if world > 1:
         dist.barrier()
     start = time.perf_counter()

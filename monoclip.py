@@ -170,7 +170,7 @@ class MonoCLIP(nn.Module):
         if H % s or W % s:  # only ViT-L/14 at NYU's 416x544: resize to the nearest multiples of the patch
             x = F.interpolate(x, size=(max(s, round(H / s) * s), max(s, round(W / s) * s)), mode="bilinear",
                               align_corners=False)
-        x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+        x = x.to(self.device)  # channels_last weights make every convolution run channels_last
         with self.autocast():
             patches = self.clip.encode_image_dense(x, "trunk" if self.features == "paper" else self.features)
         _, _, h, w = patches.shape  # (B, C, h, w)
@@ -194,11 +194,11 @@ class MonoCLIP(nn.Module):
         averaged with the mirrored image's (mirrored back), then upsampled bilinearly with align_corners=True."""
         x = x.to(self.device, non_blocking=True)
         B = x.shape[0]
+        views = torch.cat([x, x.flip(3)]) if flip else x  # (2B or B, 3, H, W): both views in one batch
+        # A CPU runs a 416x544 trunk fastest one image at a time (activations stay in cache); a GPU, all at once.
+        depth = torch.cat([self(chunk) for chunk in views.split(1 if self.device.type == "cpu" else len(views))])
         if flip:
-            depth = self(torch.cat([x, x.flip(3)]))  # (2B, 1, h, w): both views in one batch
             depth = 0.5 * (depth[:B] + depth[B:].flip(3))
-        else:
-            depth = self(x)
         return F.interpolate(depth, size=size or x.shape[-2:], mode="bilinear", align_corners=True)
 
     def config(self):
