@@ -309,8 +309,8 @@ def _count_blocks(state_dict, prefix):
     return len({k[len(prefix):].split(".")[0] for k in state_dict if k.startswith(prefix)})
 
 
-def build_model(state_dict: dict):
-    """Build a CLIP whose geometry is read off the state dict's shapes, load the weights, cast to fp16."""
+def model_config(state_dict: dict):
+    """CLIP's constructor arguments, read off a state dict's key names and shapes (ResNet or ViT)."""
     if "visual.proj" in state_dict:
         vision_width, _, vision_patch_size, _ = state_dict["visual.conv1.weight"].shape
         vision_layers = _count_blocks(state_dict, "visual.transformer.resblocks.")
@@ -322,16 +322,18 @@ def build_model(state_dict: dict):
         vision_patch_size = None
         output_width = round((state_dict["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
         image_resolution = output_width * 32
-
     transformer_width = state_dict["ln_final.weight"].shape[0]
-    model = CLIP(
-        embed_dim=state_dict["text_projection"].shape[1],
-        image_resolution=image_resolution, vision_layers=vision_layers, vision_width=vision_width,
-        vision_patch_size=vision_patch_size,
-        context_length=state_dict["positional_embedding"].shape[0],
-        vocab_size=state_dict["token_embedding.weight"].shape[0],
-        transformer_width=transformer_width, transformer_heads=transformer_width // 64,
-        transformer_layers=_count_blocks(state_dict, "transformer.resblocks."))
+    return dict(embed_dim=state_dict["text_projection"].shape[1], image_resolution=image_resolution,
+                vision_layers=vision_layers, vision_width=vision_width, vision_patch_size=vision_patch_size,
+                context_length=state_dict["positional_embedding"].shape[0],
+                vocab_size=state_dict["token_embedding.weight"].shape[0], transformer_width=transformer_width,
+                transformer_heads=transformer_width // 64,
+                transformer_layers=_count_blocks(state_dict, "transformer.resblocks."))
+
+
+def build_model(state_dict: dict):
+    """Build the CLIP the state dict's shapes describe, cast it to fp16 (as OpenAI does), load the weights."""
+    model = CLIP(**model_config(state_dict))
     state_dict = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
     convert_weights(model)
     model.load_state_dict(state_dict)
