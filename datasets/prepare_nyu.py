@@ -38,6 +38,8 @@ def download(url, path):
                 for block in iter(lambda: source.read(1 << 20), b""):
                     out.write(block)
                     bar.update(len(block))
+            if size and bar.n != size:  # a connection closed early ends the stream without an error
+                raise OSError(f"the connection closed after {bar.n} of {size} bytes")
         os.replace(partial, path)
     except (urllib.error.URLError, OSError) as error:
         raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}); download it by hand "

@@ -131,3 +131,13 @@ def test_interrupted_download_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=f"could not download {prepare_nyu.URL}.*pass --mat"):
         prepare_nyu.main(["--mat", str(target), "--download", "--out", str(tmp_path / "out")])
     assert os.listdir(tmp_path) == []
+
+
+def test_download_cut_short_is_not_kept(tmp_path, monkeypatch):
+    class ClosedEarly(io.BytesIO):
+        headers = {"Content-Length": str(3 << 20)}
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url: ClosedEarly(b"x" * (1 << 20)))
+    with pytest.raises(RuntimeError, match="closed after 1048576 of 3145728 bytes"):
+        prepare_nyu.main(["--mat", str(tmp_path / "nyu_depth_v2_labeled.mat"), "--download", "--out", str(tmp_path / "o")])
+    assert os.listdir(tmp_path) == []
