@@ -13,7 +13,6 @@ and reports how far each metric moved. Timings are measured, never asserted.
 import argparse
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -50,11 +49,25 @@ def make_inputs(folder, images, geometry=RN50_GEOMETRY):
 
 
 def eval_process_peak_rss(checkpoint, data_path, workers):
-    """Peak resident memory (MiB) of `python eval.py` on the CPU, run as its own process."""
-    command = [sys.executable, os.path.join(ROOT, "eval.py"), "--clip_model", checkpoint, "--data_path", data_path,
-               "--testfile_nyu", "auto", "--device", "cpu", "--precision", "fp32", "--workers", str(workers)]
-    subprocess.run(command, check=True, capture_output=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Peak resident memory (MiB) of `python eval.py` on the CPU, run as its own process.
+
+    Read from the process's own /proc/self/status (VmHWM) at its end: getrusage of a child would also count
+    this process's memory, which the child shares until it loads eval.py.
+    """
+    argv = ["eval.py", "--clip_model", checkpoint, "--data_path", data_path, "--testfile_nyu", "auto",
+            "--device", "cpu", "--precision", "fp32", "--workers", str(workers)]
+    probe = (f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path('eval.py', run_name='__main__'); "
+             "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, capture_output=True, text=True)
+    return int(result.stdout.strip().splitlines()[-1].split()[1]) / 1024  # 'VmHWM:  123456 kB'
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def synchronize(device):
@@ -125,7 +138,7 @@ def run(images, device, precision, batch_size, workers, folder, geometry=RN50_GE
     eval_rows, eval_seconds = timed(eval_loop, model, timed_set, batch_size, workers)
     gflop = trunk_gflop(model)
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "torch": torch.__version__},
         "images": images, "precision": precision, "batch_size": batch_size, "workers": workers,
@@ -146,7 +159,7 @@ def run(images, device, precision, batch_size, workers, folder, geometry=RN50_GE
                                                   for name in NYU_METRICS}
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-    else:
+    elif os.path.exists("/proc/self/status"):  # Linux
         report["eval_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers)
     return report
 
@@ -161,7 +174,8 @@ def print_report(r):
         print(f"{name:<36}{loop['images_per_second']:>10.2f}{loop['seconds'] / r['images']:>10.3f}"
               f"{loop['trunk_gflop_per_second']:>15.1f}")
     memory = (f"eval.py peak RSS {r['eval_process_peak_rss_mib']:.0f} MiB" if "eval_process_peak_rss_mib" in r
-              else f"peak GPU memory {r['peak_gpu_memory_mib']:.0f} MiB")
+              else f"peak GPU memory {r['peak_gpu_memory_mib']:.0f} MiB" if "peak_gpu_memory_mib" in r
+              else "peak memory not measured here")
     print(f"speed-up (b)/(a): {r['speedup']:.2f}x; trunk {r['trunk_gflop_per_image_pass']:.1f} GFLOP per image "
           f"pass; {memory}")
     print(f"largest per-image metric difference (a) vs (b): {max(r['largest_difference_from_authors_loop'].values()):.2e}")

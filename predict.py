@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import cli
 import visualize
-from datasets import NORMALIZATIONS
+from datasets import NORMALIZATIONS, open_image
 from eval import add_model_arguments, build_monoclip, check_model_arguments
 from monoclip import pick_device
 
@@ -39,12 +39,7 @@ def find_images(path):
 
 def read_image(path):
     """RGB PIL image, upright: EXIF orientation applied; grayscale, RGBA and palette converted."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot read {path} ({error}); is it an image?") from None
-    return ImageOps.exif_transpose(image).convert("RGB")
+    return ImageOps.exif_transpose(open_image(path)).convert("RGB")
 
 
 def model_input_size(width, height, long_side, stride):

@@ -67,12 +67,18 @@ def scene_of(relative_path):
     return relative_path.replace("\\", "/").split("/")[0]
 
 
-def _open(path):
+def open_image(path):
+    """A fully decoded PIL image, or a DataError naming the file (truncated files are not half-read)."""
     try:
         image = Image.open(path)
         image.load()
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {path} ({error}); the file is corrupt or truncated: replace it") from None
+    return image
+
+
+def _open(path):
+    image = open_image(path)
     if image.size != IMAGE_SIZE:
         raise DataError(f"{path} is {image.size[0]}x{image.size[1]}; NYU images are 640x480 ({PREPARE_HINT})")
     return image
