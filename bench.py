@@ -1,12 +1,14 @@
 """Benchmark: eval.py's loop against the authors' way of evaluating, on a full-size RN50 and NYU-sized images.
 
-    python bench.py [--images 16] [--device auto] [--precision auto] [--json bench.json]
+    python bench.py [--images 16] [--repeats 3] [--device auto] [--precision auto] [--json bench.json]
 
 No weights or data are needed: a seeded checkpoint with RN50's full geometry and NYU-layout images are
-generated in a temporary folder (deleted afterwards). In one process, after a warm-up, it times
+generated in a temporary folder (deleted afterwards). In one process, after a warm-up, it times, in
+--repeats alternating rounds whose median it reports,
 (a) the authors' loop: batch 1, the image and its mirror as two forward passes, files decoded on the main
     thread, standard memory layout, fp32 on a CPU (fp16 on a GPU, as they ran it);
-(b) eval.py's loop: batches holding both views, channels_last, decoding workers, the chosen precision;
+(b) eval.py's loop: batches holding both views (one image per pass on a CPU), channels_last, decoding
+    workers on a GPU, the chosen precision;
 and checks that the two give the same metrics. With a precision other than fp32 it also runs (b) in fp32
 and reports how far each metric moved. Timings are measured, never asserted.
 """
@@ -14,6 +16,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -118,8 +121,8 @@ def largest_difference(rows_a, rows_b):
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
 
 
-def run(images, device, precision, batch_size, workers, folder, geometry=RN50_GEOMETRY):
-    """Time (a) and (b) on the same generated images; returns the report as a dict."""
+def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY):
+    """Time (a) and (b) on the same generated images, the median of `repeats` rounds; returns the report."""
     device = pick_device(device)
     precision = pick_precision(precision, device)
     workers = evaluation.default_workers(device) if workers is None else workers
@@ -127,21 +130,25 @@ def run(images, device, precision, batch_size, workers, folder, geometry=RN50_GE
     timed_set, warmup = NYUDepthV2(data_path, "auto"), NYUDepthV2(warmup_path, "auto")
 
     authors_precision = pick_precision("auto", device)  # fp16 on a GPU, fp32 on a CPU: as they ran it
-    model = MonoCLIP(checkpoint, device=device, precision=authors_precision)
-    model.clip.visual.to(memory_format=torch.contiguous_format)  # the authors' memory layout
-    authors_loop(model, warmup)
-    authors_rows, authors_seconds = timed(authors_loop, model, timed_set)
-    del model
-
+    authors_model = MonoCLIP(checkpoint, device=device, precision=authors_precision)
+    authors_model.clip.visual.to(memory_format=torch.contiguous_format)  # the authors' memory layout
     model = MonoCLIP(checkpoint, device=device, precision=precision)
+    authors_loop(authors_model, warmup)
     eval_loop(model, warmup, batch_size, workers)
-    eval_rows, eval_seconds = timed(eval_loop, model, timed_set, batch_size, workers)
+    authors_times, eval_times = [], []
+    for _ in range(repeats):  # alternating, so that a slow spell of a shared machine hits both loops
+        authors_rows, seconds = timed(authors_loop, authors_model, timed_set)
+        authors_times.append(seconds)
+        eval_rows, seconds = timed(eval_loop, model, timed_set, batch_size, workers)
+        eval_times.append(seconds)
+    authors_seconds, eval_seconds = statistics.median(authors_times), statistics.median(eval_times)
+    del authors_model
     gflop = trunk_gflop(model)
     report = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "torch": torch.__version__},
-        "images": images, "precision": precision, "batch_size": batch_size, "workers": workers,
+        "images": images, "repeats": repeats, "precision": precision, "batch_size": batch_size, "workers": workers,
         "authors_loop": {"seconds": authors_seconds, "images_per_second": images / authors_seconds,
                          "trunk_gflop_per_second": 2 * images * gflop / authors_seconds, "precision": authors_precision},
         "eval_loop": {"seconds": eval_seconds, "images_per_second": images / eval_seconds,
@@ -166,7 +173,7 @@ def run(images, device, precision, batch_size, workers, folder, geometry=RN50_GE
 
 def print_report(r):
     machine = r["machine"]
-    print(f"{r['images']} images on {machine['gpu'] or machine['cpu']} ({machine['device']}, {machine['threads']} "
+    print(f"{r['images']} images, median of {r['repeats']} rounds, on {machine['gpu'] or machine['cpu']} ({machine['device']}, {machine['threads']} "
           f"threads), torch {machine['torch']}")
     print(f"{'loop':<36}{'images/s':>10}{'s/image':>10}{'trunk GFLOP/s':>15}")
     for name, loop in [(f"(a) authors' ({r['authors_loop']['precision']}, batch 1)", r["authors_loop"]),
@@ -190,18 +197,19 @@ def main(argv=None):
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="of eval.py's loop; auto: fp16 on CUDA, fp32 on CPU")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("-j", "--workers", type=int, help="eval.py's default: 0 on a CPU, more on a GPU")
     p.add_argument("--json", help="also write the report to this file")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     args = p.parse_args(argv)
-    if args.images < 1 or args.batch_size < 1 or (args.workers or 0) < 0:
-        p.error("--images and --batch_size must be at least 1, --workers at least 0")
+    if min(args.images, args.repeats, args.batch_size) < 1 or (args.workers or 0) < 0:
+        p.error("--images, --repeats and --batch_size must be at least 1, --workers at least 0")
     if args.json:
         cli.check_writable_file(args.json, "--json")
     folder = tempfile.mkdtemp(prefix="depthclip-bench-")
     try:
-        report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder)
+        report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print_report(report)

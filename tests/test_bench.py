@@ -5,7 +5,7 @@ from calculate_error import NYU_METRICS
 
 def test_authors_loop_and_eval_loop_agree(tmp_path, capsys):
     report = bench.run(images=2, device="cpu", precision="fp32", batch_size=2, workers=0, folder=str(tmp_path),
-                       geometry={})  # make_checkpoint's small default geometry, not the full RN50
+                       repeats=1, geometry={})  # make_checkpoint's small default geometry, not the full RN50
     assert max(report["largest_difference_from_authors_loop"].values()) < 1e-5
     assert set(report["metrics"]) == set(NYU_METRICS)
     assert report["trunk_gflop_per_image_pass"] > 0 and report["eval_process_peak_rss_mib"] > 0
