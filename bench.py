@@ -1,18 +1,23 @@
-"""Benchmark: eval.py's loop against the authors' way of evaluating, on a full-size RN50 and NYU-sized images.
+"""Benchmark: eval.py's loop against the authors' way of evaluating, on a full-size RN50 and NYU-sized images,
+and what a prompt sweep and the feature cache save.
 
     python bench.py [--images 16] [--repeats 3] [--device auto] [--precision auto] [--json bench.json]
 
 No weights or data are needed: a seeded checkpoint with RN50's full geometry and NYU-layout images are
 generated in a temporary folder (deleted afterwards). In one process, after a warm-up, it times, in
---repeats alternating rounds whose median it reports,
+--repeats alternating rounds whose median (and min, max) it reports,
 (a) the authors' loop: batch 1, the image and its mirror as two forward passes, files decoded on the main
     thread, standard memory layout, fp32 on a CPU (fp16 on a GPU, as they ran it);
 (b) eval.py's loop: batches holding both views (one image per pass on a CPU), channels_last, decoding
     workers on a GPU, the chosen precision;
 and checks that the two give the same metrics. With a precision other than fp32 it also runs (b) in fp32
-and reports how far each metric moved. Timings are measured, never asserted.
+and reports how far each metric moved. Then, through eval.py itself: one prompt setting against the 8 of
+configs/ablations.json as one --sweep, and a cold --cache run against a warm one with another setting.
+Timings are measured, never asserted.
 """
-import argparse
+import contextlib
+import io
+import json
 import os
 import platform
 import shutil
@@ -29,16 +34,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import eval as evaluation
+import options
 from calculate_error import NYU_METRICS, per_image_errors_NYU
 from datasets import NYUDepthV2
 from monoclip import MonoCLIP, pick_device, pick_precision
+from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
+from synthetic.nyu_like import write_dataset
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from make_checkpoint import make_state_dict  # noqa: E402
-from make_nyu_like import write_dataset  # noqa: E402
-
-RN50_GEOMETRY = dict(vision_layers=(3, 4, 6, 3), text_width=512, text_layers=12)  # OpenAI's RN50 shapes
+ABLATIONS = os.path.join(ROOT, "configs", "ablations.json")
 WARMUP_IMAGES = 2
 
 
@@ -47,18 +51,18 @@ def make_inputs(folder, images, geometry=RN50_GEOMETRY):
     checkpoint = os.path.join(folder, "clip.pt")
     torch.save(make_state_dict(0, **geometry), checkpoint)
     for name, count, seed in [("timed", images, 0), ("warmup", WARMUP_IMAGES, 1)]:
-        write_dataset(os.path.join(folder, name, "official_splits", "test"), count=count, seed=seed)
+        write_dataset(os.path.join(folder, name), count=count, seed=seed)
     return checkpoint, os.path.join(folder, "timed"), os.path.join(folder, "warmup")
 
 
-def eval_process_peak_rss(checkpoint, data_path, workers):
+def eval_process_peak_rss(checkpoint, data_path, workers, *extra):
     """Peak resident memory (MiB) of `python eval.py` on the CPU, run as its own process.
 
     Read from the process's own /proc/self/status (VmHWM) at its end: getrusage of a child would also count
     this process's memory, which the child shares until it loads eval.py.
     """
     argv = ["eval.py", "--clip_model", checkpoint, "--data_path", data_path, "--testfile_nyu", "auto",
-            "--device", "cpu", "--precision", "fp32", "--workers", str(workers)]
+            "--device", "cpu", "--precision", "fp32", "--workers", str(workers), *extra]
     probe = (f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path('eval.py', run_name='__main__'); "
              "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, capture_output=True, text=True)
@@ -66,11 +70,16 @@ def eval_process_peak_rss(checkpoint, data_path, workers):
 
 
 def cpu_name():
+    """The CPU's model name and the flags that decide bf16 speed (avx512_bf16, amx_bf16), as /proc/cpuinfo says."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+    wanted = [flag for flag in ("avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{name} ({', '.join(wanted) or 'no avx512'})"
 
 
 def synchronize(device):
@@ -97,7 +106,7 @@ def eval_loop(model, dataset, batch_size, workers):
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=model.device.type == "cuda",
                         prefetch_factor=4 if workers else None)
     index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
-    rows = evaluation.evaluate(lambda rgb, _: model.predict(rgb), loader, index_of, progress=False)
+    rows, = evaluation.evaluate(lambda rgb, files, indices: [model.predict(rgb)], loader, index_of, progress=False)
     synchronize(model.device)
     return rows
 
@@ -116,6 +125,40 @@ def trunk_gflop(model, height=416, width=544):
     return counter.get_total_flops() / 1e9
 
 
+def spread(times):
+    """{'min', 'median', 'max'} of a list of seconds."""
+    return {"min": min(times), "median": statistics.median(times), "max": max(times)}
+
+
+def eval_seconds(argv):
+    """eval.py's own timing of its evaluation loop (model loading excluded), run in this process, quietly."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return evaluation.main(argv)["timing"]["seconds"]
+
+
+def experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats):
+    """eval.py timed on one prompt setting against the 8-setting ablation sweep, and a cold --cache run
+    against a warm one with a setting the cache has not seen, in alternating rounds."""
+    common = ["--clip_model", checkpoint, "--data_path", data_path, "--testfile_nyu", "auto", "--device", str(device),
+              "--precision", precision, "--batch_size", str(batch_size), "--workers", str(workers)]
+    with open(ABLATIONS) as f:
+        settings = len(json.load(f))
+    one, sweep, cold, warm = [], [], [], []
+    for round_ in range(repeats):
+        cache = os.path.join(folder, f"cache{round_}")
+        one.append(eval_seconds(common))
+        sweep.append(eval_seconds(common + ["--sweep", ABLATIONS]))
+        cold.append(eval_seconds(common + ["--cache", cache]))
+        warm.append(eval_seconds(common + ["--cache", cache, "--prompt_set", "prompt2", "--temperature", "0.2"]))
+    entries = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(folder, "cache0")) for f in files
+               if f.endswith(".pt")]
+    return {"settings_in_sweep": settings, "one_setting_seconds": spread(one), "sweep_seconds": spread(sweep),
+            "sweep_cost_over_one": statistics.median(sweep) / statistics.median(one),
+            "cache_cold_seconds": spread(cold), "cache_warm_new_setting_seconds": spread(warm),
+            "warm_cache_speedup": statistics.median(cold) / statistics.median(warm),
+            "cache_mib_per_image": sum(os.path.getsize(e) for e in entries) / 2 ** 20 / (len(entries) / 2)}
+
+
 def largest_difference(rows_a, rows_b):
     """{metric: the largest per-image |a - b|}."""
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
@@ -125,7 +168,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     """Time (a) and (b) on the same generated images, the median of `repeats` rounds; returns the report."""
     device = pick_device(device)
     precision = pick_precision(precision, device)
-    workers = evaluation.default_workers(device) if workers is None else workers
+    workers = options.default_workers(device) if workers is None else workers
     checkpoint, data_path, warmup_path = make_inputs(folder, images, geometry)
     timed_set, warmup = NYUDepthV2(data_path, "auto"), NYUDepthV2(warmup_path, "auto")
 
@@ -141,7 +184,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
         authors_times.append(seconds)
         eval_rows, seconds = timed(eval_loop, model, timed_set, batch_size, workers)
         eval_times.append(seconds)
-    authors_seconds, eval_seconds = statistics.median(authors_times), statistics.median(eval_times)
+    authors_seconds, loop_seconds = statistics.median(authors_times), statistics.median(eval_times)
     del authors_model
     gflop = trunk_gflop(model)
     report = {
@@ -150,10 +193,12 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
                     "torch": torch.__version__},
         "images": images, "repeats": repeats, "precision": precision, "batch_size": batch_size, "workers": workers,
         "authors_loop": {"seconds": authors_seconds, "images_per_second": images / authors_seconds,
-                         "trunk_gflop_per_second": 2 * images * gflop / authors_seconds, "precision": authors_precision},
-        "eval_loop": {"seconds": eval_seconds, "images_per_second": images / eval_seconds,
-                      "trunk_gflop_per_second": 2 * images * gflop / eval_seconds},
-        "speedup": authors_seconds / eval_seconds,
+                         "trunk_gflop_per_second": 2 * images * gflop / authors_seconds, "precision": authors_precision,
+                         "rounds": spread(authors_times)},
+        "eval_loop": {"seconds": loop_seconds, "images_per_second": images / loop_seconds,
+                      "trunk_gflop_per_second": 2 * images * gflop / loop_seconds, "rounds": spread(eval_times)},
+        "speedup": authors_seconds / loop_seconds,
+        "speedup_per_round": spread([a / b for a, b in zip(authors_times, eval_times)]),
         "trunk_gflop_per_image_pass": gflop,
         "metrics": evaluation.mean_metrics(eval_rows),
         "largest_difference_from_authors_loop": largest_difference(authors_rows, eval_rows),
@@ -168,53 +213,57 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
         report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     elif os.path.exists("/proc/self/status"):  # Linux
         report["eval_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers)
+        report["sweep_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, "--sweep", ABLATIONS)
+    report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats)
     return report
 
 
 def print_report(r):
     machine = r["machine"]
-    print(f"{r['images']} images, median of {r['repeats']} rounds, on {machine['gpu'] or machine['cpu']} ({machine['device']}, {machine['threads']} "
-          f"threads), torch {machine['torch']}")
+    print(f"{r['images']} images, median of {r['repeats']} alternating rounds, on {machine['gpu'] or machine['cpu']} "
+          f"({machine['device']}, {machine['threads']} threads), torch {machine['torch']}")
     print(f"{'loop':<36}{'images/s':>10}{'s/image':>10}{'trunk GFLOP/s':>15}")
     for name, loop in [(f"(a) authors' ({r['authors_loop']['precision']}, batch 1)", r["authors_loop"]),
                        (f"(b) eval.py ({r['precision']}, batch {r['batch_size']})", r["eval_loop"])]:
         print(f"{name:<36}{loop['images_per_second']:>10.2f}{loop['seconds'] / r['images']:>10.3f}"
               f"{loop['trunk_gflop_per_second']:>15.1f}")
-    memory = (f"eval.py peak RSS {r['eval_process_peak_rss_mib']:.0f} MiB" if "eval_process_peak_rss_mib" in r
-              else f"peak GPU memory {r['peak_gpu_memory_mib']:.0f} MiB" if "peak_gpu_memory_mib" in r
-              else "peak memory not measured here")
-    print(f"speed-up (b)/(a): {r['speedup']:.2f}x; trunk {r['trunk_gflop_per_image_pass']:.1f} GFLOP per image "
-          f"pass; {memory}")
+    rounds = r["speedup_per_round"]
+    print(f"speed-up (b)/(a): median {r['speedup']:.2f}x, rounds {rounds['min']:.2f}x to {rounds['max']:.2f}x; "
+          f"trunk {r['trunk_gflop_per_image_pass']:.1f} GFLOP per image pass")
+    if "eval_process_peak_rss_mib" in r:
+        print(f"peak RSS of eval.py {r['eval_process_peak_rss_mib']:.0f} MiB, of the 8-setting sweep "
+              f"{r['sweep_process_peak_rss_mib']:.0f} MiB")
+    elif "peak_gpu_memory_mib" in r:
+        print(f"peak GPU memory {r['peak_gpu_memory_mib']:.0f} MiB")
     print(f"largest per-image metric difference (a) vs (b): {max(r['largest_difference_from_authors_loop'].values()):.2e}")
     if "mean_metric_change_from_fp32" in r:
         print(f"{r['precision']} vs fp32, change of each mean metric: " +
               ", ".join(f"{k} {v:.4f}" for k, v in r["mean_metric_change_from_fp32"].items()))
+    e = r["experiments"]
+    print(f"eval.py loop seconds (min/median/max): one setting {fmt(e['one_setting_seconds'])}; "
+          f"{e['settings_in_sweep']}-setting --sweep {fmt(e['sweep_seconds'])} -> {e['sweep_cost_over_one']:.2f}x one")
+    print(f"--cache: cold {fmt(e['cache_cold_seconds'])}; warm, new setting {fmt(e['cache_warm_new_setting_seconds'])} "
+          f"-> {e['warm_cache_speedup']:.1f}x faster; {e['cache_mib_per_image']:.2f} MiB per image")
+
+
+def fmt(times):
+    return "/".join(f"{times[k]:.2f}" for k in ("min", "median", "max"))
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--images", type=int, default=16, help="timed images (plus a warm-up of 2)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="of eval.py's loop; auto: fp16 on CUDA, fp32 on CPU")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("-j", "--workers", type=int, help="eval.py's default: 0 on a CPU, more on a GPU")
-    p.add_argument("--json", help="also write the report to this file")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p = options.bench_options()
     args = p.parse_args(argv)
     if min(args.images, args.repeats, args.batch_size) < 1 or (args.workers or 0) < 0:
         p.error("--images, --repeats and --batch_size must be at least 1, --workers at least 0")
-    if args.json:
-        cli.check_writable_file(args.json, "--json")
     folder = tempfile.mkdtemp(prefix="depthclip-bench-")
-    try:
-        report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    print_report(report)
-    if args.json:
-        cli.write_json(args.json, report)
+    with cli.OutputFile(args.json, "--json") if args.json else contextlib.nullcontext() as output:
+        try:
+            report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        print_report(report)
+        if output:
+            output.write_json(report)
     return report
 
 

@@ -7,6 +7,8 @@ import torch
 
 NYU_METRICS = ["abs_diff", "a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel"]
 KITTI_METRICS = ["abs_diff", "abs_rel", "sq_rel", "a1", "a2", "a3", "rmse", "rmse_log"]
+TABLE_COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"),
+                 ("rmse", "rmse")]  # the paper's table: each column's title and metric
 
 NYU_MAX_DEPTH = 10.0
 NYU_PASTE_BOX = (56, 472, 60, 604)  # rows, cols of the 416x544 evaluated crop inside the 480x640 frame

@@ -1,5 +1,6 @@
-"""Command-line plumbing shared by eval.py, predict.py and bench.py: one-line errors and atomic writes."""
+"""Command-line plumbing shared by every script: one-line errors and files that are whole or absent."""
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -40,42 +41,69 @@ def run(main):
         sys.exit(1)
 
 
-def check_writable_file(path, what="--output"):
-    """Fail now, not after an hour of work, if path cannot be written."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{what} {path} is a directory; give a file name")
-    if not os.path.isdir(folder):
-        raise ValueError(f"{what} {path}: the directory {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{what} {path}: the directory {folder} is not writable; choose another place")
+class OutputFile:
+    """A file written at the end of a run, whose temporary twin is created at the start: a place that cannot be
+    written fails before the work (as root too, where permission bits say nothing), named as the user typed it.
 
+        with OutputFile(args.output) as output:   # the temporary file exists from here on
+            ...                                    # any failure removes it
+            output.write_json(results)             # renamed over the final name only when complete
+    """
 
-def check_writable_dir(path, what):
-    """Create path if needed and make sure files can be written in it."""
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{what} {path} cannot be created ({error.strerror}); choose another place") from None
-    if not os.access(path, os.W_OK):
-        raise ValueError(f"{what} {path} is not writable; choose another place")
+    def __init__(self, path, what="--output"):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{what} {path} is a directory; give a file name")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{what} {path}: the directory {folder} does not exist; create it first")
+        try:
+            fd, self.partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
+        except OSError as error:
+            raise ValueError(f"{what} {path} cannot be written ({error.strerror}); choose another place") from None
+        os.close(fd)
+        self.path = path
 
-
-def atomic_write(path, write):
-    """write(file_object) into a temporary file beside path, renamed over path only when complete."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+    def write(self, data):
+        with open(self.partial, "wb") as f:
+            f.write(data)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)  # mkstemp's 0600 would make results private to their writer
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        os.chmod(self.partial, 0o666 & ~umask)  # mkstemp's 0600 would make results private to their writer
+        os.replace(self.partial, self.path)
+
+    def write_json(self, data):
+        self.write((json.dumps(data, indent=2) + "\n").encode())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if os.path.exists(self.partial):
+            os.remove(self.partial)
 
 
-def write_json(path, data):
-    atomic_write(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+@contextlib.contextmanager
+def output_dir(path, what):
+    """Create the folder path (and check that files can be written in it); if the block fails and the folder
+    is still empty, remove what was created, so a failed run leaves nothing behind."""
+    existed = os.path.isdir(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = OutputFile(os.path.join(path, ".write-test"), what)
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be created ({error.strerror}); choose another place") from None
+    except ValueError:
+        raise ValueError(f"{what} {path} is not writable; choose another place") from None
+    probe.__exit__()
+    try:
+        yield path
+    except BaseException:
+        if not existed and not os.listdir(path):
+            os.rmdir(path)
+        raise
+
+
+def write_file(path, data):
+    """bytes into a temporary file beside path, renamed over path only when complete."""
+    with OutputFile(path, "file") as output:
+        output.write(data)

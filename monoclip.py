@@ -3,12 +3,20 @@
 Every image patch is compared with prompts such as "This object is close". The softmax over the
 distance words weights one depth bin (metres) per word, and the weighted sum is the patch's depth:
 
-    1. text features, once: each (depth word, object) prompt, averaged over templates -> (embed_dim, K)
-    2. patch features: CLIP ResNet trunk (B, 2048, h, w) -> L2-normalized -> every other channel (B, hw, 1024)
-    3. depth = sum_k softmax_k(100 * patch . text_k / temperature) * bin_k -> (B, 1, h, w)
+    1. language side, once per prompt setting: each (depth word, object) prompt, averaged over
+       templates -> text features (embed_dim, K) and one bin per column (K,)
+    2. image side, once per image: CLIP ResNet trunk (B, 2048, h, w) -> L2-normalized -> every other
+       channel -> patch features (B, hw, 1024)
+    3. head: depth = sum_k softmax_k(100 * patch . text_k / temperature) * bin_k -> (B, 1, h, w)
+
+Steps 1 and 3 are cheap; step 2 is nearly all the work. Keeping them apart is what lets eval.py score
+any number of prompt settings (--sweep) from one pass of the image tower, and keep that pass (--cache).
 """
 import contextlib
+import dataclasses
+import functools
 import string
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +26,8 @@ import clip
 
 # ---------------------------------------------------------------- configuration: the paper's Table 1
 CLIP_MODEL = "RN50"
-TEMPLATES = ["This {} is {}"]  # formatted with (object, depth word)
-OBJECTS = ["object"]
+TEMPLATES = ("This {} is {}",)  # formatted with (object, depth word)
+OBJECTS = ("object",)
 PROMPT_SETS = {  # seven distance words, nearest first; "paper" is Table 1, the others the prompt ablation
     "paper": ["giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen"],
     "prompt1": ["extremely close", "close", "middle", "a little far", "far", "quite far", "unseen"],
@@ -34,56 +42,61 @@ BIN_SETS = {  # the depth (metres) each word stands for; "paper" is Table 1, the
     "class4": [2.00, 2.50, 3.00, 3.25, 3.50, 3.75, 4.00],
 }
 TEMPERATURE = 0.1
-FEATURES = {  # --features: which per-patch image features are compared with the text
-    "paper": "ResNet trunk (layer4) features, every other channel kept: the authors' variant (RN50 only)",
-    "value": "attention-pool / last-block value path projected into CLIP's joint space (MaskCLIP); ResNet and ViT",
-    "tokens": "last-layer ViT patch tokens through ln_post and proj; ViT only",
+CLIP_LOGIT_SCALE = 100.0  # CLIP's learned logit scale (exp of its logit_scale), which the authors wrote as 100
+FEATURES = {  # --features: (the name CLIP's encode_image_dense knows it by, what it is)
+    "paper": ("trunk", "ResNet trunk (layer4) features, every other channel kept: the authors' variant (RN50 only)"),
+    "value": ("value", "attention-pool / last-block value path projected into CLIP's joint space (MaskCLIP); "
+                       "ResNet and ViT"),
+    "tokens": ("tokens", "last-layer ViT patch tokens through ln_post and proj; ViT only"),
 }
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 on CUDA (the authors' setting), fp32 on CPU
 
 
-def resolve_preset(value, presets, what):
-    """A preset's name -> its list; a list is returned as it is."""
-    if isinstance(value, str):
-        if value not in presets:
-            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(presets)} or give a list")
-        return list(presets[value])
-    return list(value)
+# ---------------------------------------------------------------- 1. the language side
+@dataclasses.dataclass(frozen=True)
+class DepthPrompts:
+    """What the words say: depth words (nearest first), one bin (m) per word, templates, objects, temperature.
 
+    depth_classes and bins take a list or a preset name (PROMPT_SETS, BIN_SETS); a bad setting is a
+    ValueError naming it. With several objects, each (word, object) column carries its word's bin and the
+    softmax runs over all columns (the authors' code assumes one object).
+    """
+    depth_classes: tuple = "paper"
+    bins: tuple = "paper"
+    templates: tuple = TEMPLATES
+    objects: tuple = OBJECTS
+    temperature: float = TEMPERATURE
 
-def check_method(depth_classes, bins, templates, objects, temperature):
-    """Reject settings the method cannot run with, naming the offending value."""
-    if not depth_classes:
-        raise ValueError("depth_classes is empty; give at least one depth word")
-    if len(bins) != len(depth_classes):
-        raise ValueError(f"{len(bins)} bins {bins} for {len(depth_classes)} depth words {depth_classes}; "
-                         f"give one bin per word")
-    for b in bins:
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
-            raise ValueError(f"bin {b!r} is not a positive number of metres")
-    if not templates:
-        raise ValueError("templates is empty; give at least one, e.g. 'This {} is {}'")
-    for template in templates:
-        slots = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
-        if slots != ["", ""]:
-            raise ValueError(f"template {template!r} needs exactly two empty {{}} slots (object, then depth word)")
-    if not objects:
-        raise ValueError("objects is empty; give at least one, e.g. 'object'")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature {temperature!r} must be a number > 0")
+    def __post_init__(self):
+        resolved = dict(depth_classes=resolve_preset(self.depth_classes, PROMPT_SETS, "prompt set"),
+                        bins=resolve_preset(self.bins, BIN_SETS, "bin set"),
+                        templates=tuple(self.templates), objects=tuple(self.objects))
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+        check_prompts(self)
+
+    @property
+    def column_bins(self):
+        """(K,) the bin of each (word, object) column, words outer."""
+        return [b for b in self.bins for _ in self.objects]
+
+    @property
+    def column_labels(self):
+        return [word if len(self.objects) == 1 else f"{word} / {obj}" for word in self.depth_classes
+                for obj in self.objects]
 
 
 @torch.no_grad()
-def text_features(model, depth_classes, objects, templates):
+def text_features(model, prompts):
     """(embed_dim, K) unit prompt embeddings, one column per (depth word, object), words outer.
 
     Each column: every template filled, encoded, L2-normalized, averaged, L2-normalized again.
     """
     device = model.positional_embedding.device
     columns = []
-    for depth in depth_classes:
-        for obj in objects:
-            tokens = clip.tokenize([template.format(obj, depth) for template in templates]).to(device)
+    for depth in prompts.depth_classes:
+        for obj in prompts.objects:
+            tokens = clip.tokenize([template.format(obj, depth) for template in prompts.templates]).to(device)
             embeddings = model.encode_text(tokens)  # (T, embed_dim)
             embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
             mean = embeddings.mean(dim=0)
@@ -91,6 +104,14 @@ def text_features(model, depth_classes, objects, templates):
     return torch.stack(columns, dim=1)
 
 
+class EncodedPrompts(NamedTuple):
+    """A DepthPrompts on a model's device: what the head needs."""
+    text: torch.Tensor  # (embed_dim, K) unit columns
+    bins: torch.Tensor  # (K,) metres
+    temperature: float
+
+
+# ---------------------------------------------------------------- 2. the image side
 def keep_every_other_channel(patches):
     """(B, hw, C) -> (B, hw, C/2): channels 0, 2, 4, ...
 
@@ -101,24 +122,51 @@ def keep_every_other_channel(patches):
     return patches[..., ::2]
 
 
+def patch_features(model, images, features="paper"):
+    """(B, 3, H, W) normalized images -> ((B, hw, C) patch features compared with the text, (h, w) grid).
+
+    H and W must be multiples of the patch stride. The features are L2-normalized per patch; the paper's
+    variant then keeps every other channel.
+    """
+    dense = model.encode_image_dense(images, FEATURES[features][0])  # (B, C, h, w)
+    grid = tuple(dense.shape[-2:])
+    patches = dense.flatten(2).transpose(1, 2).to(model.dtype)  # (B, hw, C); bf16 autocast back to the weights'
+    patches = patches / patches.norm(dim=-1, keepdim=True)
+    if features == "paper":
+        patches = keep_every_other_channel(patches)  # the authors' quirk, after normalizing
+    return patches, grid
+
+
+# ---------------------------------------------------------------- 3. the head
+def bin_weights(patches, grid, prompts):
+    """(B, hw, C) patch features, (h, w), EncodedPrompts -> (B, K, h, w): each patch's softmax over the prompts."""
+    B = patches.shape[0]
+    logits = CLIP_LOGIT_SCALE * patches @ prompts.text  # (B, hw, K)
+    logits = logits.transpose(1, 2).reshape(B, -1, *grid)  # (B, K, h, w)
+    logits = logits / prompts.temperature
+    return logits.softmax(dim=1)
+
+
+def depth_head(patches, grid, prompts):
+    """(B, hw, C) patch features -> (B, 1, h, w) metres: the bins weighted by each patch's softmax."""
+    depth = bin_weights(patches, grid, prompts) * prompts.bins.view(1, -1, 1, 1)  # (B, K, h, w)
+    return depth.sum(dim=1, keepdim=True)
+
+
+# ---------------------------------------------------------------- DepthCLIP = image side + head
 class MonoCLIP(nn.Module):
     """Zero-shot depth: forward((B, 3, H, W) normalized images) -> (B, 1, H/s, W/s) metres, s the patch stride.
 
-    depth_classes and bins take a list or a preset name (PROMPT_SETS, BIN_SETS). With several objects,
-    each (word, object) column carries its word's bin and the softmax runs over all columns (the authors'
-    code assumes one object).
+    The prompt settings (depth_classes, bins, templates, objects, temperature) are a DepthPrompts; others
+    can be encoded with encode_prompts and handed to depth_from_features, reusing one image pass.
     """
 
     def __init__(self, clip_model=CLIP_MODEL, depth_classes=None, bins=None, templates=None, objects=None,
                  temperature=TEMPERATURE, device=None, features="paper", precision="auto", download_root=None):
         super().__init__()
-        self.depth_classes = resolve_preset("paper" if depth_classes is None else depth_classes, PROMPT_SETS,
-                                            "prompt set")
-        self.bin_values = resolve_preset("paper" if bins is None else bins, BIN_SETS, "bin set")
-        self.templates = list(TEMPLATES if templates is None else templates)
-        self.objects = list(OBJECTS if objects is None else objects)
-        self.temperature = temperature
-        check_method(self.depth_classes, self.bin_values, self.templates, self.objects, temperature)
+        self.prompts = DepthPrompts("paper" if depth_classes is None else depth_classes,
+                                    "paper" if bins is None else bins, TEMPLATES if templates is None else templates,
+                                    OBJECTS if objects is None else objects, temperature)
         if features not in FEATURES:
             raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.features = features
@@ -131,40 +179,26 @@ class MonoCLIP(nn.Module):
             self.clip.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
         self.clip.requires_grad_(False)
         self.clip.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
-        self._check_features()
+        check_features(self.clip, features, clip_model)
+        self.encoded = self.encode_prompts(self.prompts)
 
-        text = text_features(self.clip, self.depth_classes, self.objects, self.templates)  # (embed_dim, K)
-        self.register_buffer("text_features", text, persistent=False)
-        bins = torch.tensor(self.bin_values, device=self.device).repeat_interleave(len(self.objects))  # (K,)
-        self.register_buffer("bins", bins, persistent=False)
-
-    def _check_features(self):
-        resnet = isinstance(self.clip.visual, clip.model.ModifiedResNet)
-        if self.features == "paper":
-            if not resnet:
-                raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'value' or 'tokens'")
-            trunk_channels = self.clip.visual.attnpool.k_proj.in_features
-            embed_dim = self.clip.text_projection.shape[1]
-            if trunk_channels != 2 * embed_dim:
-                raise ValueError(f"features='paper' keeps every other of the trunk's channels, which needs "
-                                 f"2 x {embed_dim} (the embedding size) = {2 * embed_dim} "
-                                 f"channels, but {self.clip_model} has {trunk_channels} (only RN50 fits); "
-                                 f"use features='value'")
-        elif self.features == "tokens" and resnet:
-            raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper' or 'value'")
+    def encode_prompts(self, prompts):
+        """DepthPrompts -> EncodedPrompts on this model's device: the text tower's whole share of the work."""
+        text = text_features(self.clip, prompts)  # (embed_dim, K)
+        return EncodedPrompts(text, torch.tensor(prompts.column_bins, device=self.device), prompts.temperature)
 
     @property
     def stride(self):
         """Input pixels per output depth pixel: 32 for a ResNet, the patch size for a ViT."""
         return getattr(self.clip.visual, "patch_size", 32)
 
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    @property
+    def views_per_pass(self):
+        """A CPU runs a 416x544 trunk fastest one image at a time (activations stay in cache); a GPU, all at once."""
+        return 1 if self.device.type == "cpu" else None
 
-    def bin_weights(self, x):
-        """(B, 3, H, W) normalized images -> (B, K, h, w): each patch's softmax over the K depth prompts."""
+    def patch_features(self, x):
+        """The image side: (B, 3, H, W) normalized images -> ((B, hw, C), (h, w)), on this model's device."""
         B, _, H, W = x.shape
         s = self.stride
         if H % s or W % s:  # only ViT-L/14 at NYU's 416x544: resize to the nearest multiples of the patch
@@ -172,40 +206,113 @@ class MonoCLIP(nn.Module):
                               align_corners=False)
         x = x.to(self.device)  # channels_last weights make every convolution run channels_last
         with self.autocast():
-            patches = self.clip.encode_image_dense(x, "trunk" if self.features == "paper" else self.features)
-        _, _, h, w = patches.shape  # (B, C, h, w)
-        patches = patches.flatten(2).transpose(1, 2).to(self.text_features.dtype)  # (B, hw, C)
-        patches = patches / patches.norm(dim=-1, keepdim=True)
-        if self.features == "paper":
-            patches = keep_every_other_channel(patches)  # (B, hw, C/2): the authors' quirk, after normalizing
+            return patch_features(self.clip, x, self.features)
 
-        logits = 100.0 * patches @ self.text_features  # (B, hw, K)
-        logits = logits.transpose(1, 2).reshape(B, -1, h, w)  # (B, K, h, w)
-        logits = logits / self.temperature
-        return logits.softmax(dim=1)
+    def bin_weights(self, x):
+        """(B, 3, H, W) normalized images -> (B, K, h, w): each patch's softmax over the K depth prompts."""
+        return bin_weights(*self.patch_features(x), self.encoded)
 
     def forward(self, x):
-        depth = self.bin_weights(x) * self.bins.view(1, -1, 1, 1)  # (B, K, h, w)
-        return depth.sum(dim=1, keepdim=True)  # (B, 1, h, w) metres
+        return depth_head(*self.patch_features(x), self.encoded)  # (B, 1, h, w) metres
 
     @torch.inference_mode()
-    def predict(self, x, flip=True, size=None):
-        """(B, 3, H, W) -> (B, 1, H, W) metres (or size), the authors' evaluation protocol: the prediction
-        averaged with the mirrored image's (mirrored back), then upsampled bilinearly with align_corners=True."""
+    def view_features(self, x, flip=True):
+        """(B, 3, H, W) -> ((V, hw, C) patch features of the images then, with flip, their mirror images, (h, w))."""
         x = x.to(self.device, non_blocking=True)
-        B = x.shape[0]
-        views = torch.cat([x, x.flip(3)]) if flip else x  # (2B or B, 3, H, W): both views in one batch
-        # A CPU runs a 416x544 trunk fastest one image at a time (activations stay in cache); a GPU, all at once.
-        depth = torch.cat([self(chunk) for chunk in views.split(1 if self.device.type == "cpu" else len(views))])
-        if flip:
-            depth = 0.5 * (depth[:B] + depth[B:].flip(3))
-        return F.interpolate(depth, size=size or x.shape[-2:], mode="bilinear", align_corners=True)
+        views = torch.cat([x, x.flip(3)]) if flip else x  # both views in one batch
+        parts = [self.patch_features(chunk) for chunk in split(views, self.views_per_pass)]
+        return torch.cat([patches for patches, _ in parts]), parts[0][1]
 
-    def config(self):
-        """The settings that determine the output, for results files."""
-        return {"clip_model": self.clip_model, "depth_classes": self.depth_classes, "bins": self.bin_values,
-                "templates": self.templates, "objects": self.objects, "temperature": self.temperature,
+    @torch.inference_mode()
+    def depth_from_features(self, features, grid, size, flip=True, prompts=None):
+        """view_features' output -> (B, 1, *size) metres: the head with these prompts (EncodedPrompts, the
+        model's own by default), the mirror view's depth mirrored back and averaged in, then upsampled
+        bilinearly with align_corners=True: the authors' evaluation protocol."""
+        prompts = prompts or self.encoded
+        depth = torch.cat([depth_head(part, grid, prompts) for part in split(features, self.views_per_pass)])
+        if flip:
+            B = depth.shape[0] // 2
+            depth = 0.5 * (depth[:B] + depth[B:].flip(3))
+        return F.interpolate(depth, size=size, mode="bilinear", align_corners=True)
+
+    def predict(self, x, flip=True, size=None):
+        """(B, 3, H, W) -> (B, 1, H, W) metres (or size): flip-averaged and upsampled, as evaluated."""
+        return self.depth_from_features(*self.view_features(x, flip), size or x.shape[-2:], flip)
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @functools.cached_property
+    def checkpoint_sha256(self):
+        return clip.checkpoint_sha256(self.clip_model)
+
+    def image_config(self):
+        """The settings that determine the image side's output."""
+        return {"clip_model": self.clip_model, "checkpoint_sha256": self.checkpoint_sha256,
                 "features": self.features, "precision": self.precision, "device": str(self.device)}
+
+    def config(self, prompts=None):
+        """The settings that determine the output, for results files."""
+        prompts = prompts or self.prompts
+        return {**self.image_config(), "depth_classes": list(prompts.depth_classes), "bins": list(prompts.bins),
+                "templates": list(prompts.templates), "objects": list(prompts.objects),
+                "temperature": prompts.temperature, "torch": torch.__version__}
+
+
+# ---------------------------------------------------------------- guards and helpers
+def split(views, size):
+    """A batch in chunks of `size` (None: whole)."""
+    return views.split(size or len(views))
+
+
+def resolve_preset(value, presets, what):
+    """A preset's name -> its tuple; a list is returned as a tuple."""
+    if isinstance(value, str):
+        if value not in presets:
+            raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(presets)} or give a list")
+        return tuple(presets[value])
+    return tuple(value)
+
+
+def check_prompts(prompts):
+    """Reject settings the method cannot run with, naming the offending value."""
+    if not prompts.depth_classes:
+        raise ValueError("depth_classes is empty; give at least one depth word")
+    if len(prompts.bins) != len(prompts.depth_classes):
+        raise ValueError(f"{len(prompts.bins)} bins {list(prompts.bins)} for {len(prompts.depth_classes)} depth "
+                         f"words {list(prompts.depth_classes)}; give one bin per word")
+    for b in prompts.bins:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not b > 0:
+            raise ValueError(f"bin {b!r} is not a positive number of metres")
+    if not prompts.templates:
+        raise ValueError("templates is empty; give at least one, e.g. 'This {} is {}'")
+    for template in prompts.templates:
+        slots = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        if slots != ["", ""]:
+            raise ValueError(f"template {template!r} needs exactly two empty {{}} slots (object, then depth word)")
+    if not prompts.objects:
+        raise ValueError("objects is empty; give at least one, e.g. 'object'")
+    t = prompts.temperature
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        raise ValueError(f"temperature {t!r} must be a number > 0")
+
+
+def check_features(model, features, name):
+    """Refuse a dense feature the backbone does not have, before any image runs."""
+    resnet = isinstance(model.visual, clip.model.ModifiedResNet)
+    if features == "paper":
+        if not resnet:
+            raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'value' or 'tokens'")
+        trunk_channels = model.visual.attnpool.k_proj.in_features
+        embed_dim = model.text_projection.shape[1]
+        if trunk_channels != 2 * embed_dim:
+            raise ValueError(f"features='paper' keeps every other of the trunk's channels, which needs "
+                             f"2 x {embed_dim} (the embedding size) = {2 * embed_dim} channels, but {name} has "
+                             f"{trunk_channels} (only RN50 fits); use features='value'")
+    elif features == "tokens" and resnet:
+        raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper' or 'value'")
 
 
 def pick_device(device=None):

@@ -1,16 +1,18 @@
-"""Results files (eval.py --output) -> one markdown table, each run beside the paper's number where it has one.
+"""Results files (eval.py --output, single runs or sweeps) -> one markdown table, each run beside the paper's
+number where it has one.
 
-    python table.py results/ablations/*.json > table.md
+    python table.py results/ablations/sweep.json results/ablations/lower_bound.json > table.md
 
-A run is named by its file name (paper.json -> paper); names of the paper's rows get its numbers.
+A sweep's runs are named by their "name"; a single run by its file name (paper.json -> paper). Names of the
+paper's rows get its numbers.
 """
 import json
 import os
 import sys
 
 import cli
+from calculate_error import TABLE_COLUMNS
 
-COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"), ("rmse", "rmse")]
 PAPER = {  # NYU Depth V2, all 654 test images: δ1, δ2, δ3, rel, log10, rmse
     "paper": (0.394, 0.683, 0.851, 0.388, 0.156, 1.167),
     "prompt1": (0.341, 0.623, 0.816, 0.379, 0.175, 1.274),
@@ -24,18 +26,27 @@ PAPER = {  # NYU Depth V2, all 654 test images: δ1, δ2, δ3, rel, log10, rmse
 }
 
 
+def named_runs(path):
+    """[(name, results)] of one results file: a sweep's runs, or the file itself named after it."""
+    with open(path) as f:
+        results = json.load(f)
+    if "runs" in results:
+        return [(run["name"], run) for run in results["runs"]]
+    return [(os.path.splitext(os.path.basename(path))[0], results)]
+
+
 def markdown_table(paths):
-    lines = ["| run | images | " + " | ".join(title for title, _ in COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(COLUMNS)]
+    lines = ["| run | images | " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
+             "|---|---:|" + "---:|" * len(TABLE_COLUMNS)]
+    names = []
     for path in paths:
-        with open(path) as f:
-            results = json.load(f)
-        name = os.path.splitext(os.path.basename(path))[0]
-        cells = [f"{results['metrics'][key]:.3f}" for _, key in COLUMNS]
-        if name in PAPER:
-            cells = [f"{cell} ({paper:.3f})" for cell, paper in zip(cells, PAPER[name])]
-        lines.append(f"| {name} | {results['count']} | " + " | ".join(cells) + " |")
-    if any(os.path.splitext(os.path.basename(p))[0] in PAPER for p in paths):
+        for name, results in named_runs(path):
+            cells = [f"{results['metrics'][key]:.3f}" for _, key in TABLE_COLUMNS]
+            if name in PAPER:
+                cells = [f"{cell} ({paper:.3f})" for cell, paper in zip(cells, PAPER[name])]
+            lines.append(f"| {name} | {results['count']} | " + " | ".join(cells) + " |")
+            names.append(name)
+    if any(name in PAPER for name in names):
         lines.append("\nIn parentheses: the paper's number (NYU Depth V2, 654 test images).")
     return "\n".join(lines)
 

@@ -17,26 +17,22 @@ import cli  # noqa: E402
 from calculate_error import NYU_PASTE_BOX, paste_into_frame  # noqa: E402
 
 COLORMAP = "viridis"
-
-
-def unnormalize(rgb, mean, std):
-    """(3, H, W) normalized tensor -> (H, W, 3) uint8, undoing the loader's mean/std."""
-    rgb = rgb.cpu().float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+BAR_HEIGHT = 28  # the labelled colour bar under a depth picture
+TITLE_HEIGHT = 20  # the column titles over a panel
 
 
 def save_png(path, array):
     """A uint8 or uint16 array as PNG, atomically."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
-    cli.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    cli.write_file(path, buffer.getvalue())
 
 
 def save_figure(path, figure):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    cli.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    cli.write_file(path, buffer.getvalue())
 
 
 def millimetres(depth):
@@ -58,19 +54,32 @@ def colorize(depth, vmin, vmax):
     return (colours * 255).round().astype(np.uint8)
 
 
-def scale_bar(width, vmax, height=28):
-    """(height, width, 3) uint8: the colormap from 0 to vmax metres, labelled at both ends."""
-    bar = np.full((height, width, 3), 255, np.uint8)
-    bar[4:16, width // 3:2 * width // 3] = colorize(np.linspace(0, vmax, width // 3)[None].repeat(12, 0), 0, vmax)
+def scale_bar(width, vmin, vmax):
+    """(BAR_HEIGHT, width, 3) uint8: the colormap from vmin to vmax metres, labelled at both ends."""
+    bar = np.full((BAR_HEIGHT, width, 3), 255, np.uint8)
+    third = max(width // 3, 1)
+    bar[4:16, third:third + third] = colorize(np.linspace(vmin, vmax, third)[None].repeat(12, 0), vmin, vmax)
     image = Image.fromarray(bar)
     draw = ImageDraw.Draw(image)
-    draw.text((width // 3 - 40, 4), "0 m", fill=(0, 0, 0))
-    draw.text((2 * width // 3 + 6, 4), f"{vmax:.2f} m", fill=(0, 0, 0))
+    draw.text((max(third - 52, 0), 4), f"{vmin:.2f} m", fill=(0, 0, 0))
+    draw.text((min(2 * third + 6, width - 50), 4), f"{vmax:.2f} m", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def titles(widths, names):
+    """(TITLE_HEIGHT, sum(widths), 3) uint8: a white strip with each column's name centred over it."""
+    image = Image.new("RGB", (sum(widths), TITLE_HEIGHT), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    left = 0
+    for width, name in zip(widths, names):
+        draw.text((left + width // 2 - 3 * len(name), 4), name, fill=(0, 0, 0))
+        left += width
     return np.asarray(image)
 
 
 def save_panel(path, rgb, pred, gt):
-    """RGB crop | prediction | ground truth at full resolution, the two depths on one colour scale, a scale bar below.
+    """Titled columns RGB crop | prediction | ground truth at full resolution, the two depths on one colour
+    scale, a labelled colour bar below.
 
     rgb (416, 544, 3) uint8, pred (416, 544) m, gt (480, 640) m with 0 where missing; gt is shown over the
     same crop. The scale runs from 0 to the larger of the two maxima.
@@ -80,8 +89,10 @@ def save_panel(path, rgb, pred, gt):
     gt = np.where(gt > 1e-3, gt, np.nan)
     pred = np.asarray(pred, np.float64)
     vmax = max(float(pred.max()), float(np.nanmax(gt)) if np.isfinite(gt).any() else 0.0)
-    panel = np.concatenate([rgb, colorize(pred, 0, vmax), colorize(gt, 0, vmax)], axis=1)  # (416, 1632, 3)
-    save_png(path, np.concatenate([panel, scale_bar(panel.shape[1], vmax)], axis=0))
+    columns = [rgb, colorize(pred, 0, vmax), colorize(gt, 0, vmax)]
+    header = titles([c.shape[1] for c in columns], ["RGB (evaluated crop)", "prediction", "ground truth (black: none)"])
+    panel = np.concatenate(columns, axis=1)  # (416, 1632, 3)
+    save_png(path, np.concatenate([header, panel, scale_bar(panel.shape[1], 0, vmax)], axis=0))
 
 
 def save_bin_weights(path, rgb, weights, labels, bins):
@@ -105,8 +116,17 @@ def save_bin_weights(path, rgb, weights, labels, bins):
     save_figure(path, figure)
 
 
+def depth_picture(depth):
+    """(H, W) metres -> (H + BAR_HEIGHT, W, 3) uint8: coloured over the depth's own 2nd to 98th percentile (so
+    a 1-3 m prediction uses the whole colormap), with a colour bar in metres below."""
+    vmin, vmax = (float(v) for v in np.percentile(depth, [2, 98]))
+    if vmax - vmin < 1e-3:  # a flat map: centre it in a 1 cm wide range
+        vmin, vmax = vmin - 5e-3, vmax + 5e-3
+    return np.concatenate([colorize(depth, vmin, vmax), scale_bar(depth.shape[1], vmin, vmax)], axis=0)
+
+
 def save_depth(path_depth, path_color, depth):
-    """predict.py's outputs: (H, W) metres as uint16 millimetres and as a coloured picture (0 to its maximum)."""
+    """predict.py's outputs: (H, W) metres as uint16 millimetres and as a coloured picture with its colour bar."""
     depth = np.asarray(depth, np.float64)
     save_png(path_depth, millimetres(depth))
-    save_png(path_color, colorize(depth, 0, float(depth.max())))
+    save_png(path_color, depth_picture(depth))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .model import build_model
 from .simple_tokenizer import SimpleTokenizer
 
-__all__ = ["available_models", "load", "tokenize"]
+__all__ = ["available_models", "load", "tokenize", "checkpoint_sha256", "download", "to_tensor"]
 
 _URL = "https://openaipublic.azureedge.net/clip/models/{sha256}/{file}"
 _MODELS = {name: _URL.format(sha256=sha, file=file) for name, sha, file in [
@@ -47,38 +47,40 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _download(url: str, root: str) -> str:
-    """Fetch url into root unless a file with the right SHA256 (the URL's second-to-last part) is there.
+def checkpoint_sha256(name: str) -> str:
+    """The SHA256 of a released model's file (the second-to-last part of its URL) or of a checkpoint file."""
+    return _MODELS[name].split("/")[-2] if name in _MODELS else _sha256(name)
 
-    The bytes go to a temporary name beside the target and are renamed only once the hash matches,
-    so an interrupted or corrupt download never sits under the final name.
+
+def download(url: str, target: str, sha256: str = None, hint: str = "") -> str:
+    """Stream url to target with a progress bar, unless target is there (with the right SHA256, if given).
+
+    The bytes go to a temporary name beside the target and are renamed only once complete (and, with
+    sha256, once the hash matches), so an interrupted, short or corrupt download never sits under the final
+    name. hint: what to do instead, appended to the one-line error.
     """
-    os.makedirs(root, exist_ok=True)
-    filename = os.path.basename(url)
-    expected = url.split("/")[-2]
-    target = os.path.join(root, filename)
-    if os.path.isfile(target) and _sha256(target) == expected:
+    if os.path.isfile(target) and (sha256 is None or _sha256(target) == sha256):
         return target
-
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     partial = f"{target}.{os.getpid()}.part"
     digest = hashlib.sha256()
     try:
         try:
             with urllib.request.urlopen(url) as source, open(partial, "wb") as out:
                 size = int(source.headers.get("Content-Length") or 0) or None
-                with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=filename) as bar:
-                    for block in iter(lambda: source.read(1 << 16), b""):
+                with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                          desc=os.path.basename(target)) as bar:
+                    for block in iter(lambda: source.read(1 << 20), b""):
                         out.write(block)
                         digest.update(block)
                         bar.update(len(block))
+                if size and bar.n != size:  # a connection closed early ends the stream without an error
+                    raise OSError(f"the connection closed after {bar.n} of {size} bytes")
         except (urllib.error.URLError, OSError) as error:
-            raise RuntimeError(
-                f"could not download {url} ({getattr(error, 'reason', error)}); fetch it on a machine with "
-                f"internet and place it at {target}, or pass its path instead of the model name") from None
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise RuntimeError(f"downloaded {filename} does not match its SHA256 (expected {expected}, got {actual}); "
-                               f"the file was deleted, try again")
+            raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}); {hint}") from None
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise RuntimeError(f"downloaded {os.path.basename(target)} does not match its SHA256 (expected {sha256}, "
+                               f"got {digest.hexdigest()}); the file was deleted, try again")
         os.replace(partial, target)
     finally:
         if os.path.exists(partial):
@@ -96,6 +98,8 @@ def _is_torchscript(path):
 
 def _read_state_dict(path):
     """Read weights only: TorchScript through torch.jit.load, anything else through weights_only torch.load."""
+    with open(path, "rb") as f:
+        archive = f.read(4) == b"PK\x03\x04"  # TorchScript and torch.save (since 1.6) write zip archives
     try:
         if _is_torchscript(path):
             with warnings.catch_warnings():  # torch>=2.9 deprecates jit.load, yet the released files need it
@@ -103,9 +107,12 @@ def _read_state_dict(path):
                 return torch.jit.load(path, map_location="cpu").state_dict()
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        if not archive:
+            raise RuntimeError(f"{path} is not a CLIP checkpoint: it is neither a TorchScript archive nor a file "
+                               f"written by torch.save; check the path, or re-download the file") from None
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"{path} is not a readable CLIP checkpoint ({reason}); expected a TorchScript archive "
-                           f"or a state dict saved with torch.save: re-download it or check the path") from None
+        raise RuntimeError(f"{path} is a zip archive but not a readable CLIP checkpoint ({reason}); re-download it "
+                           f"(a truncated download looks like this)") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise RuntimeError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors; "
                            f"expected a CLIP checkpoint in OpenAI's format")
@@ -125,11 +132,15 @@ def _check_state_dict(state_dict, path):
                            f"{', '.join(missing)}; expected a checkpoint in OpenAI's CLIP format")
 
 
+def to_tensor(image, mean=CLIP_MEAN, std=CLIP_STD):
+    """PIL RGB image -> (3, H, W) float32: /255, then (x - mean) / std per channel."""
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
 def _transform(n_px):
     """OpenAI's preprocess, written with PIL alone (importing torchvision costs ~160 MB of memory):
     PIL image -> (3, n_px, n_px): short side resized bicubically to n_px, centre crop, RGB, CLIP's mean/std."""
-    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
-
     def preprocess(image):
         width, height = image.size
         if width <= height:
@@ -138,9 +149,7 @@ def _transform(n_px):
             size = (int(n_px * width / height), n_px)
         image = image.resize(size, Image.BICUBIC)
         left, top = int(round((size[0] - n_px) / 2.0)), int(round((size[1] - n_px) / 2.0))
-        image = image.crop((left, top, left + n_px, top + n_px)).convert("RGB")
-        rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (rgb - mean) / std
+        return to_tensor(image.crop((left, top, left + n_px, top + n_px)).convert("RGB"))
     return preprocess
 
 
@@ -156,9 +165,16 @@ def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_a
         raise ValueError("jit=True is not supported: the TorchScript graph cannot give dense features; "
                          "the released files load with jit=False (their weights are read)")
     if name in _MODELS:
-        path = _download(_MODELS[name], download_root or os.path.expanduser("~/.cache/clip"))
+        url = _MODELS[name]
+        target = os.path.join(download_root or os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        path = download(url, target, sha256=url.split("/")[-2],
+                        hint=f"fetch it on a machine with internet and place it at {target}, or pass its path "
+                             f"instead of the model name")
     elif os.path.isfile(name):
         path = name
+    elif os.sep in name or os.path.splitext(name)[1]:
+        raise RuntimeError(f"{name}: no such file; give the path of a CLIP checkpoint, or a model name "
+                           f"({', '.join(available_models())})")
     else:
         raise RuntimeError(f"Model {name} not found; available models = {available_models()}, "
                            f"or give the path of a checkpoint file")

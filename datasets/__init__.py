@@ -1,1 +1,2 @@
-from .nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NORMALIZATIONS, DataError, NYUDepthV2, open_image, scene_of
+from .images import NORMALIZATIONS, DataError, normalized, open_image, unnormalize
+from .nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NYUDepthV2, scene_of

@@ -9,7 +9,10 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
+
+from calculate_error import NYU_MAX_DEPTH
+
+from .images import DataError, check_normalization, describe_mode, normalized, open_image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
@@ -18,17 +21,9 @@ SPLIT_DIR = os.path.join("official_splits", "test")
 
 RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors' 544x416 evaluation crop
 DEPTH_SCALE = 1000.0  # PNG units per metre
-MAX_DEPTH = 10.0
 IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
-NORMALIZATIONS = {  # --normalize: (mean, std) per RGB channel
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the authors' choice
-    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),  # CLIP's training
-}
-PREPARE_HINT = "build it with `python datasets/prepare_nyu.py` (README: 'Data')"
-
-
-class DataError(ValueError):
-    """A dataset folder, list or file that cannot be evaluated as it is."""
+PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
+AUTO_HINT = "--testfile_nyu auto (test_list='auto' in Python)"
 
 
 def read_pairs(data_path, test_list):
@@ -46,35 +41,27 @@ def read_pairs(data_path, test_list):
             raise DataError(f"no <scene>/rgb_*.jpg with a sync_depth_*.png beside it under {root}; {PREPARE_HINT}")
         return pairs
     if not os.path.isfile(test_list):
-        raise DataError(f"test list {test_list} does not exist; give a list file or --testfile_nyu auto")
+        raise DataError(f"test list {test_list} does not exist; give a list file or {AUTO_HINT}")
+    lines = []
     with open(test_list) as f:
-        lines = sorted(line.strip() for line in f if line.strip())
-    pairs = []
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 2:
-            raise DataError(f"{test_list}: line '{line}' should name an RGB file and a depth file")
-        pairs.append((fields[0], fields[1]))
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if fields and len(fields) < 2:
+                raise DataError(f"{test_list}, line {number}: '{line.strip()}' should name an RGB file and a depth "
+                                f"file, separated by a space")
+            if fields:
+                lines.append((line.strip(), (fields[0], fields[1])))
+    pairs = [pair for _, pair in sorted(lines)]  # the authors' loader sorts the list's lines
     missing = [p for pair in pairs for p in pair if not os.path.isfile(os.path.join(root, p))]
     if missing:
         raise DataError(f"{len(missing)} files named in {os.path.basename(test_list)} are missing under {root} "
-                        f"(first: {', '.join(missing[:3])}); use --testfile_nyu auto to evaluate the pairs present")
+                        f"(first: {', '.join(missing[:3])}); use {AUTO_HINT} to evaluate the pairs present")
     return pairs
 
 
 def scene_of(relative_path):
     """'bathroom/rgb_00045.jpg' -> 'bathroom'."""
     return relative_path.replace("\\", "/").split("/")[0]
-
-
-def open_image(path):
-    """A fully decoded PIL image, or a DataError naming the file (truncated files are not half-read)."""
-    try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read {path} ({error}); the file is corrupt or truncated: replace it") from None
-    return image
 
 
 def _open(path):
@@ -86,19 +73,17 @@ def _open(path):
 
 def load_rgb(path, normalize="imagenet"):
     """(3, 416, 544) float32: the authors' crop, /255, normalized. Grayscale, RGBA and palette files become RGB."""
-    image = _open(path).convert("RGB").crop(RGB_CROP_BOX)
-    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean, std = NORMALIZATIONS[normalize]
-    return (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    return normalized(_open(path).convert("RGB").crop(RGB_CROP_BOX), normalize)
 
 
 def load_depth(path):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10]; 0 = missing."""
     image = _open(path)
     if image.mode not in ("I;16", "I;16B", "I"):
-        raise DataError(f"{path} is a {image.mode} image; NYU depth must be a 16-bit grayscale PNG in millimetres")
+        raise DataError(f"{path} is {describe_mode(image)}, not 16-bit: NYU depth must be a 16-bit grayscale "
+                        f"PNG in millimetres")
     depth = np.asarray(image, dtype=np.float32) / DEPTH_SCALE
-    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH))[None]
+    return torch.from_numpy(np.clip(depth, 0, NYU_MAX_DEPTH))[None]
 
 
 class NYUDepthV2(torch.utils.data.Dataset):
@@ -110,8 +95,7 @@ class NYUDepthV2(torch.utils.data.Dataset):
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
                  normalize="imagenet"):
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        check_normalization(normalize)
         self.root = os.path.join(data_path, SPLIT_DIR)
         self.normalize = normalize
         pairs = read_pairs(data_path, test_list)

@@ -1,7 +1,7 @@
 """Build NYU Depth V2 `official_splits/{train,test}` from the labeled MATLAB file, as the authors' data was built.
 
-    python datasets/prepare_nyu.py --download                  # fetch nyu_depth_v2_labeled.mat (2.8 GB) first
-    python datasets/prepare_nyu.py --mat /data/nyu_depth_v2_labeled.mat --out datasets/NYU_Depth_V2
+    python -m datasets.prepare_nyu --download                  # fetch nyu_depth_v2_labeled.mat (2.8 GB) first
+    python -m datasets.prepare_nyu --mat /data/nyu_depth_v2_labeled.mat --out datasets/NYU_Depth_V2
 
 Image i (1-based) of the 1449 goes to official_splits/<train|test>/<sceneType>/ as rgb_{i-1:05d}.jpg (a 7-pixel
 black border kept, JPEG quality 95) and sync_depth_{i-1:05d}.png (rawDepths in mm, uint16, truncated; 0 = no
@@ -9,44 +9,20 @@ reading). The split is splits.mat's 1-based trainNdxs/testNdxs. Needs h5py and s
 """
 import io
 import os
-import sys
-import urllib.error
-import urllib.request
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-from datasets.nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, HERE, SPLIT_DIR, DataError  # noqa: E402
+import cli
+from clip import download
+from datasets.nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, HERE, SPLIT_DIR, DataError
 
 URL = "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat"
 DEFAULT_MAT = os.path.join(HERE, "nyu_depth_v2_labeled.mat")
 DEFAULT_SPLITS = os.path.join(HERE, "splits.mat")
 KEPT_ROWS, KEPT_COLS = slice(7, 474), slice(7, 632)  # outside these the conversion writes black
 JPEG_QUALITY = 95  # OpenCV's default, which the authors' converter used
-
-
-def download(url, path):
-    """Stream url to path.part with a progress bar; rename to path only once complete."""
-    partial = path + ".part"
-    try:
-        with urllib.request.urlopen(url) as source, open(partial, "wb") as out:
-            size = int(source.headers.get("Content-Length") or 0) or None
-            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=os.path.basename(path)) as bar:
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-            if size and bar.n != size:  # a connection closed early ends the stream without an error
-                raise OSError(f"the connection closed after {bar.n} of {size} bytes")
-        os.replace(partial, path)
-    except (urllib.error.URLError, OSError) as error:
-        raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}); download it by hand "
-                           f"and pass --mat /path/to/nyu_depth_v2_labeled.mat") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def read_split(path):
@@ -74,7 +50,7 @@ def save(path, array, **options):
     """Write a PNG or JPEG under a temporary name, renamed when complete: no half-written file survives."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG" if path.endswith(".jpg") else "PNG", **options)
-    cli.atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    cli.write_file(path, buffer.getvalue())
 
 
 def convert(images, raw_depths, scenes, split, out):
@@ -121,11 +97,11 @@ def main(argv=None):
     if not os.path.isfile(args.mat):
         if not args.download:
             raise DataError(f"{args.mat} does not exist; pass --mat with its path, or --download to fetch it from {URL}")
-        cli.check_writable_dir(os.path.dirname(os.path.abspath(args.mat)), "--mat folder")
-        download(URL, args.mat)
-    cli.check_writable_dir(args.out, "--out")
-    images, raw_depths, scenes = open_labeled(args.mat)
-    count = convert(images, raw_depths, scenes, read_split(args.splits), args.out)
+        with cli.output_dir(os.path.dirname(os.path.abspath(args.mat)), "--mat folder"):
+            download(URL, args.mat, hint="download it by hand and pass --mat /path/to/nyu_depth_v2_labeled.mat")
+    with cli.output_dir(args.out, "--out"):
+        images, raw_depths, scenes = open_labeled(args.mat)
+        count = convert(images, raw_depths, scenes, read_split(args.splits), args.out)
     check_test_pairs(args.out, args.test_list)
     print(f"{count} images written under {os.path.join(args.out, 'official_splits')}; "
           f"all pairs of {os.path.basename(args.test_list)} present")

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path.insert(0, ROOT)  # the repository's modules, as scripts run from its root see them
 
-from make_checkpoint import make_state_dict  # noqa: E402
-from make_nyu_like import write_dataset  # noqa: E402
+from synthetic.checkpoint import make_state_dict  # noqa: E402
+from synthetic.nyu_like import write_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +21,7 @@ def golden():
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory):
-    """golden.json's checkpoint: make_checkpoint.py --seed 0 (RN50 geometry, one block per stage)."""
+    """golden.json's checkpoint: synthetic/checkpoint.py --seed 0 (RN50 geometry, one block per stage)."""
     path = tmp_path_factory.mktemp("checkpoints") / "rn50_seed0.pt"
     torch.save(make_state_dict(0), path)
     return str(path)
@@ -29,9 +29,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def nyu_like(tmp_path_factory):
-    """golden.json's data: make_nyu_like.py --count 6 --seed 0, as <root>/official_splits/test."""
+    """golden.json's data: synthetic/nyu_like.py --count 6 --seed 0, as <root>/official_splits/test."""
     root = tmp_path_factory.mktemp("nyu")
-    write_dataset(str(root / "official_splits" / "test"), count=6, seed=0)
+    write_dataset(str(root), count=6, seed=0)
     return str(root)
 
 

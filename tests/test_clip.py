@@ -11,7 +11,7 @@ from PIL import Image
 
 import clip
 import clip.clip as clip_module
-from make_checkpoint import make_state_dict
+from synthetic.checkpoint import make_state_dict
 
 
 def test_available_models_are_the_nine_releases():
@@ -92,13 +92,21 @@ def test_unknown_name_lists_available_models():
         clip.load("RN51", device="cpu")
 
 
+@pytest.mark.parametrize("name", ["rn5O.pt", "weights/RN50"])
+def test_missing_checkpoint_file_is_no_such_file(name):
+    with pytest.raises(RuntimeError, match=rf"^{name}: no such file; give the path of a CLIP checkpoint, or a model "
+                                           rf"name \(RN50, "):
+        clip.load(name, device="cpu")
+
+
 def test_jit_true_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="jit=True"):
         clip.load("RN50", device="cpu", jit=True)
 
 
 @pytest.mark.parametrize("content, found", [
-    (b"this is not a checkpoint", "not a readable CLIP checkpoint"),
+    (b"this is not a checkpoint", "is not a CLIP checkpoint: it is neither a TorchScript archive nor a file written "
+                                  "by torch.save"),
     (None, "not a readable CLIP checkpoint"),  # a truncated torch.save file
 ])
 def test_unreadable_checkpoints_are_named(tmp_path, small_state_dict_file, content, found):
@@ -148,7 +156,7 @@ def test_download_checks_sha256_and_renames_when_complete(monkeypatch, tmp_path)
     payload = b"weights" * 1000
     sha = hashlib.sha256(payload).hexdigest()
     serve(monkeypatch, payload)
-    path = clip_module._download(f"https://example.invalid/models/{sha}/M.pt", str(tmp_path))
+    path = clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=sha)
     assert path == str(tmp_path / "M.pt") and open(path, "rb").read() == payload
     assert os.listdir(tmp_path) == ["M.pt"]
 
@@ -158,7 +166,7 @@ def test_download_with_wrong_sha256_is_deleted_and_reported(monkeypatch, tmp_pat
     expected = "0" * 64
     serve(monkeypatch, payload)
     with pytest.raises(RuntimeError) as error:
-        clip_module._download(f"https://example.invalid/models/{expected}/M.pt", str(tmp_path))
+        clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=expected)
     assert expected in str(error.value) and hashlib.sha256(payload).hexdigest() in str(error.value)
     assert os.listdir(tmp_path) == []
 
@@ -180,7 +188,7 @@ def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
             return super().read(size)
     monkeypatch.setattr(clip_module.urllib.request, "urlopen", lambda url: Interrupted(b"x" * 200_000))
     with pytest.raises(KeyboardInterrupt):
-        clip_module._download("https://example.invalid/models/" + "0" * 64 + "/M.pt", str(tmp_path))
+        clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256="0" * 64)
     assert os.listdir(tmp_path) == []
 
 

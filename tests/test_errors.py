@@ -1,29 +1,46 @@
 """Every bad input ends with one line on stderr naming the thing and what to do, a non-zero exit status,
-no traceback (unless --debug) and no partial results file."""
+no traceback (unless --debug) and nothing half-written; every such line is quoted in docs/troubleshooting.md."""
 import os
+import re
 import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 
 import cli
 import eval as evaluation
+from conftest import ROOT
 from monoclip import MonoCLIP
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def documented_patterns():
+    """The messages quoted in docs/troubleshooting.md's tables, as regular expressions ('…' matches anything)."""
+    with open(os.path.join(ROOT, "docs", "troubleshooting.md")) as f:
+        cells = [line.split(" | ")[0].lstrip("| ") for line in f if line.startswith("| `")]
+    quoted = [text for cell in cells for text in re.findall(r"`([^`]+)`", cell)]
+    return [re.compile(".*".join(re.escape(part) for part in text.split("…"))) for text in quoted]
+
+
+PATTERNS = documented_patterns()
+
+
+def documented(message):
+    """True if the message (without 'error: ') is quoted in docs/troubleshooting.md."""
+    return any(pattern.fullmatch(message) for pattern in PATTERNS)
 
 
 def error_line(capsys, argv, code=1):
-    """Run eval.py's main through the same wrapper as the command line; return its single stderr line."""
+    """Run eval.py's main through the same wrapper as the command line; return its single stderr line,
+    after checking that docs/troubleshooting.md quotes it."""
     with pytest.raises(SystemExit) as exit_info:
         cli.run(lambda: evaluation.main(argv))
     assert exit_info.value.code == code
     lines = capsys.readouterr().err.strip().splitlines()
     lines = [line for line in lines if not line.startswith("eval:")]  # the progress bar, if it started
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert documented(lines[0][len("error: "):]), f"not quoted in docs/troubleshooting.md: {lines[0]}"
     return lines[0]
 
 
@@ -39,13 +56,13 @@ def split(root):
     return root / "official_splits" / "test"
 
 
-def median_args(root, *extra):
-    return ["--data_path", str(root), "--testfile_nyu", "auto", "--method", "median", "--workers", "0", *extra]
+def constant_args(root, *extra):
+    return ["--data_path", str(root), "--testfile_nyu", "auto", "--method", "constant", "--workers", "0", *extra]
 
 
 def test_missing_data_path_names_the_expected_folder(capsys, tmp_path):
-    line = error_line(capsys, median_args(tmp_path / "nowhere"))
-    assert str(tmp_path / "nowhere" / "official_splits" / "test") in line and "prepare_nyu.py" in line
+    line = error_line(capsys, constant_args(tmp_path / "nowhere"))
+    assert str(tmp_path / "nowhere" / "official_splits" / "test") in line and "datasets.prepare_nyu" in line
 
 
 def test_missing_listed_files_are_counted_and_auto_suggested(capsys, data, tmp_path):
@@ -53,9 +70,22 @@ def test_missing_listed_files_are_counted_and_auto_suggested(capsys, data, tmp_p
     listing.write_text("bathroom/rgb_00001.jpg bathroom/sync_depth_00001.png\n"
                        "bedroom/rgb_00002.jpg bedroom/sync_depth_00002.png\n"
                        "bedroom/rgb_00003.jpg bedroom/sync_depth_00003.png\n")
-    line = error_line(capsys, median_args(data, "--testfile_nyu", str(listing)))
+    line = error_line(capsys, constant_args(data, "--testfile_nyu", str(listing)))
     assert "4 files" in line and "bedroom/rgb_00002.jpg" in line and "--testfile_nyu auto" in line
 
+
+def test_python_api_errors_name_the_argument_too(data, tmp_path):
+    from datasets import DataError, NYUDepthV2
+    with pytest.raises(DataError, match=r"test_list='auto'"):
+        NYUDepthV2(str(data), str(tmp_path / "no-list.txt"))
+
+
+def test_malformed_list_line_is_given_by_number(capsys, data, tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("bathroom/rgb_00001.jpg bathroom/sync_depth_00001.png\n\nkitchen/rgb_00008.jpg\n")
+    line = error_line(capsys, constant_args(data, "--testfile_nyu", str(listing)))
+    assert line == f"error: {listing}, line 3: 'kitchen/rgb_00008.jpg' should name an RGB file and a depth file, " \
+                   f"separated by a space"
 
 @pytest.mark.parametrize("workers", ["0", "1"])
 @pytest.mark.parametrize("name", ["bathroom/rgb_00022.jpg", "kitchen/sync_depth_00008.png"])
@@ -63,23 +93,23 @@ def test_corrupt_or_truncated_file_is_named(capsys, data, tmp_path, name, worker
     path = split(data) / name
     path.write_bytes(path.read_bytes()[:2000])
     out = tmp_path / "r.json"
-    line = error_line(capsys, median_args(data, "--workers", workers, "--output", str(out)))
+    line = error_line(capsys, constant_args(data, "--workers", workers, "--output", str(out)))
     assert str(path) in line and "corrupt or truncated" in line
     assert not out.exists() and os.listdir(tmp_path) == ["data"]
 
 
-@pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_depth_png_that_is_not_16_bit_is_rejected(capsys, data, mode):
+@pytest.mark.parametrize("mode, said", [("L", "8-bit grayscale"), ("RGB", "8-bit RGB")])
+def test_depth_png_that_is_not_16_bit_is_rejected(capsys, data, mode, said):
     path = split(data) / "kitchen" / "sync_depth_00008.png"
     Image.new(mode, (640, 480)).save(path)
-    line = error_line(capsys, median_args(data))
-    assert str(path) in line and "16-bit" in line
+    line = error_line(capsys, constant_args(data))
+    assert line == f"error: {path} is {said}, not 16-bit: NYU depth must be a 16-bit grayscale PNG in millimetres"
 
 
 def test_rgb_of_the_wrong_size_is_rejected(capsys, data):
     path = split(data) / "kitchen" / "rgb_00008.jpg"
     Image.new("RGB", (800, 600)).save(path)
-    line = error_line(capsys, median_args(data))
+    line = error_line(capsys, constant_args(data))
     assert str(path) in line and "800x600" in line and "640x480" in line
 
 
@@ -89,28 +119,42 @@ def test_grayscale_rgba_and_palette_rgb_are_converted(data, mode, tmp_path):
     image = Image.open(path).convert(mode)
     image.save(path.with_suffix(".png"))
     os.replace(path.with_suffix(".png"), path)  # a PNG under the .jpg name: PIL reads the content
-    results = evaluation.main(median_args(data))
+    results = evaluation.main(constant_args(data))
     assert results["count"] == 6
 
 
 def test_unknown_model_name_lists_the_choices(capsys, data):
-    line = error_line(capsys, median_args(data, "--method", "monoclip", "--clip_model", "RN42"))
+    line = error_line(capsys, constant_args(data, "--method", "monoclip", "--clip_model", "RN42"))
     assert "RN42" in line and "RN50" in line and "ViT-B/32" in line and "path" in line
 
 
+def test_missing_checkpoint_file_and_text_file_checkpoint(capsys, data, tmp_path):
+    line = error_line(capsys, constant_args(data, "--method", "monoclip", "--clip_model", "rn5O.pt"))
+    assert line.startswith("error: rn5O.pt: no such file")
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    line = error_line(capsys, constant_args(data, "--method", "monoclip", "--clip_model", str(text)))
+    assert "is not a CLIP checkpoint: it is neither a TorchScript archive nor a file written by torch.save" in line
+
+
 def test_output_folder_problems_fail_before_evaluating(capsys, data, tmp_path):
-    line = error_line(capsys, median_args(data, "--output", str(tmp_path / "missing" / "r.json")))
+    line = error_line(capsys, constant_args(data, "--output", str(tmp_path / "missing" / "r.json")))
     assert str(tmp_path / "missing") in line and "does not exist" in line
-    line = error_line(capsys, median_args(data, "--output", str(tmp_path)))
+    line = error_line(capsys, constant_args(data, "--output", str(tmp_path)))
     assert "is a directory" in line
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_output_folder_fails_before_evaluating(capsys, data, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    line = error_line(capsys, median_args(data, "--output", str(locked / "r.json")))
-    assert "not writable" in line
+def test_unwritable_output_fails_at_startup_naming_what_was_typed(capsys, data):
+    """/sys refuses new files even to root, as a read-only mount or a full disk would."""
+    line = error_line(capsys, constant_args(data, "--output", "/sys/r.json", "--data_path", "/nowhere"))
+    assert line == "error: --output /sys/r.json cannot be written (Permission denied); choose another place"
+
+
+def test_failed_run_leaves_no_output_and_no_empty_picture_folder(capsys, data, tmp_path):
+    pictures, out = tmp_path / "pictures", tmp_path / "r.json"
+    (split(data) / "kitchen" / "rgb_00008.jpg").write_bytes(b"broken")
+    error_line(capsys, constant_args(data, "--img_save", str(pictures), "--output", str(out)))
+    assert sorted(os.listdir(tmp_path)) == ["data"]
 
 
 @pytest.mark.parametrize("argv, found", [
@@ -120,7 +164,7 @@ def test_unwritable_output_folder_fails_before_evaluating(capsys, data, tmp_path
     (["--prompt_set", "paper", "--depth_classes", "near,far"], "not both"),
 ])
 def test_command_line_mistakes_are_one_line(capsys, data, argv, found):
-    assert found in error_line(capsys, median_args(data, *argv), code=2)
+    assert found in error_line(capsys, constant_args(data, *argv), code=2)
 
 
 @pytest.mark.parametrize("kwargs, found", [
@@ -140,23 +184,23 @@ def test_command_line_mistakes_are_one_line(capsys, data, argv, found):
 def test_invalid_method_settings_are_rejected_at_construction(kwargs, found):
     with pytest.raises(ValueError) as error:
         MonoCLIP("no-checkpoint-needed.pt", device="cpu", **kwargs)
-    assert found in str(error.value)
+    assert found in str(error.value) and documented(str(error.value))
 
 
 def test_cuda_without_a_gpu_is_an_error_not_a_fallback(capsys, data, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    line = error_line(capsys, median_args(data, "--device", "cuda"))
+    line = error_line(capsys, constant_args(data, "--device", "cuda"))
     assert "no CUDA GPU" in line and "--device cpu" in line
 
 
 def test_fp16_on_cpu_points_to_fp32_or_bf16(capsys, data, checkpoint):
-    line = error_line(capsys, median_args(data, "--method", "monoclip", "--clip_model", checkpoint,
+    line = error_line(capsys, constant_args(data, "--method", "monoclip", "--clip_model", checkpoint,
                                           "--device", "cpu", "--precision", "fp16"))
     assert "fp16 needs a CUDA GPU" in line and "fp32 or bf16" in line
 
 
 def test_command_line_prints_one_line_and_debug_shows_the_traceback(tmp_path):
-    command = [sys.executable, os.path.join(ROOT, "eval.py"), "--data_path", str(tmp_path), "--method", "median"]
+    command = [sys.executable, os.path.join(ROOT, "eval.py"), "--data_path", str(tmp_path), "--method", "constant"]
     plain = subprocess.run(command, capture_output=True, text=True)
     assert plain.returncode == 1 and plain.stdout == ""
     assert plain.stderr.count("\n") == 1 and plain.stderr.startswith("error: no NYU test split")

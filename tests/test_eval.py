@@ -40,6 +40,14 @@ def test_results_file_has_the_documented_layout(default_results):
     assert r["config"]["temperature"] == 0.1 and r["config"]["flip"] is True
 
 
+def test_results_say_what_produced_them(default_results, checkpoint, nyu_like):
+    import hashlib
+    config = default_results["config"]
+    with open(checkpoint, "rb") as f:
+        assert config["checkpoint_sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert config["clip_model"] == os.path.abspath(checkpoint) and config["data_path"] == os.path.abspath(nyu_like)
+    assert config["torch"] == torch.__version__ and config["testfile_nyu"] == "auto"
+
 def test_means_are_over_images_and_per_scene_over_each_scene(default_results):
     rows = default_results["per_image"]
     for name in NYU_METRICS:
@@ -53,7 +61,7 @@ def test_means_are_over_images_and_per_scene_over_each_scene(default_results):
 def test_table_prints_the_paper_columns_in_order(default_results, capsys):
     table = evaluation.format_table([("monoclip", 6, default_results["metrics"])])
     header, row = table.splitlines()
-    assert header.split() == ["method", "images", "d1", "d2", "d3", "rel", "log10", "rmse"]
+    assert header.split() == ["run", "images", "δ1", "δ2", "δ3", "rel", "log10", "rmse"]
     assert row.split()[2:] == [f"{default_results['metrics'][k]:.3f}" for k in
                                ["a1", "a2", "a3", "abs_rel", "log10", "rmse"]]
 
@@ -70,16 +78,16 @@ def test_presets_equal_their_explicit_lists(nyu_like, checkpoint, tmp_path):
 
 
 def test_scenes_restricts_the_evaluation(nyu_like, tmp_path):
-    r = run_eval(nyu_like, tmp_path, "--method", "median", "--scenes", "bathroom,kitchen")
+    r = run_eval(nyu_like, tmp_path, "--method", "constant", "--scenes", "bathroom,kitchen")
     assert r["count"] == 4 and set(r["per_scene"]) == {"bathroom", "kitchen"}
 
 
-def test_median_baseline_predicts_its_constant(nyu_like, tmp_path):
-    r = run_eval(nyu_like, tmp_path, "--method", "median", "--median_depth", "3")
+def test_constant_baseline_predicts_its_constant(nyu_like, tmp_path):
+    r = run_eval(nyu_like, tmp_path, "--method", "constant", "--constant_depth", "3")
     gt = NYUDepthV2(nyu_like, "auto")[0][1][0, 56:471, 60:601]  # Eigen crop inside the paste box
     gt = gt[(gt > 1e-3) & (gt < 10)]
     assert r["per_image"][0]["abs_diff"] == pytest.approx((gt - 3).abs().mean().item(), rel=1e-5)
-    assert r["config"]["median_depth"] == 3.0 and r["config"]["method"] == "median"
+    assert r["config"]["constant_depth"] == 3.0 and r["config"]["method"] == "constant"
 
 
 def test_lower_bound_matches_its_closed_form_expectation(nyu_like, tmp_path):
@@ -126,10 +134,10 @@ def test_table_puts_each_run_beside_the_papers_number(default_results, nyu_like,
     import table
     paper = tmp_path / "paper.json"
     paper.write_text(json.dumps(default_results))
-    median = run_eval(nyu_like, tmp_path, "--method", "median", name="median.json")
-    lines = table.markdown_table([str(paper), str(tmp_path / "median.json")]).splitlines()
+    constant = run_eval(nyu_like, tmp_path, "--method", "constant", name="constant.json")
+    lines = table.markdown_table([str(paper), str(tmp_path / "constant.json")]).splitlines()
     assert lines[0].split("|")[1:-1] == [" run ", " images ", " δ1 ", " δ2 ", " δ3 ", " rel ", " log10 ", " rmse "]
     assert lines[2].startswith(f"| paper | 6 | {default_results['metrics']['a1']:.3f} (0.394) |")
     assert lines[2].endswith(f"| {default_results['metrics']['rmse']:.3f} (1.167) |")
-    assert lines[3] == "| median | 6 | " + " | ".join(
-        f"{median['metrics'][k]:.3f}" for k in ["a1", "a2", "a3", "abs_rel", "log10", "rmse"]) + " |"
+    assert lines[3] == "| constant | 6 | " + " | ".join(
+        f"{constant['metrics'][k]:.3f}" for k in ["a1", "a2", "a3", "abs_rel", "log10", "rmse"]) + " |"

@@ -12,7 +12,7 @@ from PIL import Image
 import clip
 from clip.model import CLIP, model_config
 from datasets import NYUDepthV2
-from make_checkpoint import make_state_dict
+from synthetic.checkpoint import make_state_dict
 from monoclip import MonoCLIP
 
 NINE = {  # OpenAI's released models: embed_dim, resolution, vision layers, vision width, patch, text width

@@ -10,6 +10,7 @@ from PIL import Image
 
 import eval as evaluation
 import predict
+import visualize
 from calculate_error import NYU_METRICS, per_image_errors_NYU
 from datasets import NORMALIZATIONS, NYUDepthV2
 
@@ -27,13 +28,14 @@ def pictures(nyu_like, checkpoint, tmp_path_factory):
 def test_a_panel_and_a_16bit_prediction_per_image(pictures):
     folder, results = pictures
     names = sorted(os.listdir(folder))
-    expected = [f"{row['file'].split('/')[0]}_{i:05d}{suffix}.png" for i, row in enumerate(results["per_image"])
-                for suffix in ("", "_depth")]
-    expected.append(f"{results['per_image'][2]['file'].split('/')[0]}_00002_bins.png")
-    assert names == sorted(expected)
-    panel = Image.open(folder / "bathroom_00000.png")
-    assert panel.mode == "RGB" and panel.width == 3 * 544 and panel.height > 416  # full resolution, a scale below
-    depth = Image.open(folder / "bathroom_00000_depth.png")
+    files = [row["file"] for row in results["per_image"]]  # e.g. kitchen/rgb_00008.jpg -> kitchen_00008*.png
+    expected = [f"{f.split('/')[0]}_{f.split('_')[-1][:-4]}{suffix}.png" for f in files for suffix in ("", "_depth")]
+    expected.append(f"{files[2].split('/')[0]}_{files[2].split('_')[-1][:-4]}_bins.png")
+    assert names == sorted(expected) and "kitchen_00008.png" in names
+    panel = Image.open(folder / "bathroom_00001.png")
+    assert panel.mode == "RGB" and panel.width == 3 * 544
+    assert panel.height == visualize.TITLE_HEIGHT + 416 + visualize.BAR_HEIGHT  # titles, full resolution, colour bar
+    depth = Image.open(folder / "bathroom_00001_depth.png")
     assert depth.mode.startswith("I;16") and depth.size == (640, 480)
 
 
@@ -41,7 +43,7 @@ def test_saved_predictions_rescore_to_the_reported_metrics(pictures, nyu_like):
     folder, results = pictures
     dataset = NYUDepthV2(nyu_like, "auto")
     for index, row in enumerate(results["per_image"]):
-        frame = np.asarray(Image.open(folder / f"{row['file'].split('/')[0]}_{index:05d}_depth.png"), np.float32)
+        frame = np.asarray(Image.open(evaluation.picture_name(str(folder), row["file"], "_depth")), np.float32)
         outside = frame.copy()
         outside[56:472, 60:604] = 0
         assert not outside.any()  # zeros outside the paste box
@@ -50,16 +52,6 @@ def test_saved_predictions_rescore_to_the_reported_metrics(pictures, nyu_like):
         for name in NYU_METRICS:  # millimetre rounding moves errors by 1e-4; a few pixels cross a delta threshold
             tolerance = dict(abs=5e-3) if name in ("a1", "a2", "a3") else dict(rel=1e-4)
             assert errors[name].item() == pytest.approx(row[name], **tolerance), name
-
-
-def test_bin_weights_are_a_softmax_whose_mean_is_the_depth(model, nyu_like):
-    rgb = NYUDepthV2(nyu_like, "auto")[0][0][None]
-    with torch.inference_mode():
-        weights = model.bin_weights(rgb)  # (1, 7, 13, 17)
-        depth = model(rgb)
-    assert weights.shape == (1, 7, 13, 17)
-    torch.testing.assert_close(weights.sum(dim=1), torch.ones(1, 13, 17))
-    torch.testing.assert_close((weights * model.bins.view(1, -1, 1, 1)).sum(dim=1, keepdim=True), depth)
 
 
 def test_unknown_bins_image_fails_before_evaluating(nyu_like, tmp_path):
@@ -88,9 +80,20 @@ def test_predict_writes_depth_at_each_photo_size(photos, checkpoint, tmp_path):
     predict.main([str(photos), "-o", str(tmp_path), "--clip_model", checkpoint, "--device", "cpu"])
     sizes = {name: Image.open(tmp_path / f"{name}_depth.png").size for name in ("gray", "rgba", "palette", "sideways")}
     assert sizes == {"gray": (500, 300), "rgba": (500, 300), "palette": (500, 300), "sideways": (300, 500)}
-    for name in sizes:
+    for name, (width, height) in sizes.items():
         assert Image.open(tmp_path / f"{name}_depth.png").mode.startswith("I;16")
-        assert Image.open(tmp_path / f"{name}_depth_color.png").size == sizes[name]
+        assert Image.open(tmp_path / f"{name}_depth_color.png").size == (width, height + visualize.BAR_HEIGHT)
+
+
+def test_colour_picture_spans_the_predictions_own_range():
+    """A 1-3 m map uses the whole colormap (2nd to 98th percentile), not the first third of a 0-3 m one."""
+    depth = np.tile(np.linspace(1.0, 3.0, 200), (50, 1))
+    picture = visualize.depth_picture(depth)
+    low, high = np.percentile(depth, [2, 98])
+    assert picture.shape == (50 + visualize.BAR_HEIGHT, 200, 3)
+    np.testing.assert_array_equal(picture[0, 0], visualize.colorize(np.array([[low]]), low, high)[0, 0])
+    np.testing.assert_array_equal(picture[0, 0], visualize.colorize(np.array([[0.0]]), 0, 1)[0, 0])  # colormap start
+    np.testing.assert_array_equal(picture[0, -1], visualize.colorize(np.array([[1.0]]), 0, 1)[0, 0])  # and end
 
 
 def test_predict_is_the_flip_averaged_upsampled_depth(photos, model, tmp_path):

@@ -12,10 +12,7 @@ import scipy.io
 from PIL import Image
 
 from conftest import ROOT
-from datasets import DataError
-
-sys.path.insert(0, os.path.join(ROOT, "datasets"))
-import prepare_nyu  # noqa: E402
+from datasets import DataError, prepare_nyu
 
 SCENES = ["bathroom", "kitchen", "bathroom", "living_room"]  # image i (1-based) is SCENES[i - 1]
 TEST, TRAIN = [2, 4], [1, 3]
@@ -79,7 +76,7 @@ def test_rgb_upright_with_black_border(prepared):
 def test_eval_reads_the_prepared_split(prepared):
     import eval
     root, out = prepared
-    results = eval.main(["--data_path", str(out), "--testfile_nyu", str(root / "list.txt"), "--method", "median",
+    results = eval.main(["--data_path", str(out), "--testfile_nyu", str(root / "list.txt"), "--method", "constant",
                          "--workers", "0"])
     assert results["count"] == 2
     assert [row["file"] for row in results["per_image"]] == ["kitchen/rgb_00001.jpg", "living_room/rgb_00003.jpg"]
@@ -95,9 +92,9 @@ def test_incomplete_split_is_reported(prepared, tmp_path):
 
 
 def test_missing_file_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "datasets", "prepare_nyu.py"),
+    result = subprocess.run([sys.executable, "-m", "datasets.prepare_nyu",
                              "--mat", str(tmp_path / "nope.mat"), "--out", str(tmp_path / "out")],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nope.mat'} does not exist; pass --mat with its path, or --download to fetch it from "

@@ -1,18 +1,21 @@
 #!/usr/bin/env python3
-"""Seeded synthetic rooms in the layout of NYU Depth V2 `official_splits/test`, for tests and benchmarks.
+"""Seeded synthetic rooms in the layout of NYU Depth V2, for tests, benchmarks and trying the repo without data.
 
-    python tests/make_nyu_like.py OUT_DIR [--count 6] [--seed 0] [--scenes bathroom,kitchen,living_room]
+    python -m synthetic.nyu_like DATA_PATH [--count 6] [--seed 0] [--scenes bathroom,kitchen,living_room]
 
-Writes OUT_DIR/<scene>/rgb_XXXXX.jpg (640x480 RGB with the real split's black border) and
-OUT_DIR/<scene>/sync_depth_XXXXX.png (640x480 uint16 millimetres, 0 = missing). Each room is a back
-wall, a floor and a few boxes; the pixels are not photographs, so numbers on them say nothing about
-NYU. The draws follow the parity references' generator, so golden.json's pipeline case applies.
+Writes DATA_PATH/official_splits/test/<scene>/rgb_XXXXX.jpg (640x480 RGB with the real split's black border)
+and .../sync_depth_XXXXX.png (640x480 uint16 millimetres, 0 = missing), so that `eval.py --data_path DATA_PATH
+--testfile_nyu auto` reads them. Each room is a back wall, a floor and a few boxes; the pixels are not
+photographs, so numbers on them say nothing about NYU. The draws follow the parity references' generator,
+so golden.json's pipeline case applies.
 """
 import argparse
 import os
 
 import numpy as np
 from PIL import Image
+
+from datasets.nyu import SPLIT_DIR  # where eval.py looks under --data_path
 
 H, W = 480, 640
 
@@ -44,12 +47,13 @@ def make_room(rng):
     return rgb, depth_mm
 
 
-def write_dataset(out, count=6, seed=0, scenes=("bathroom", "kitchen", "living_room")):
-    """Write `count` rooms, cycling through `scenes`; room i gets file index 1 + 7 i. Returns the rgb paths."""
+def write_dataset(data_path, count=6, seed=0, scenes=("bathroom", "kitchen", "living_room")):
+    """Write `count` rooms under data_path/official_splits/test, cycling through `scenes`; room i gets file
+    index 1 + 7 i. Returns the rgb paths."""
     rng = np.random.RandomState(seed)
     paths = []
     for i in range(count):
-        folder = os.path.join(out, scenes[i % len(scenes)])
+        folder = os.path.join(data_path, SPLIT_DIR, scenes[i % len(scenes)])
         os.makedirs(folder, exist_ok=True)
         rgb, depth_mm = make_room(rng)
         index = 1 + 7 * i
@@ -61,12 +65,12 @@ def write_dataset(out, count=6, seed=0, scenes=("bathroom", "kitchen", "living_r
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out")
+    parser.add_argument("data_path", help="folder to hold official_splits/test (eval.py's --data_path)")
     parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenes", default="bathroom,kitchen,living_room")
     args = parser.parse_args(argv)
-    write_dataset(args.out, args.count, args.seed, args.scenes.split(","))
+    write_dataset(args.data_path, args.count, args.seed, args.scenes.split(","))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The authors' outputs on seeded inputs (golden.json) must be reproduced to 1e-5."""
+"""The method, specified: what DepthCLIP computes (read this file first), and the authors' own outputs on
+seeded inputs (golden.json), reproduced to 1e-5."""
 import json
 
 import numpy as np
@@ -6,10 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import clip
 import eval as evaluation
 from calculate_error import compute_errors_NYU
 from datasets import NYUDepthV2
-from monoclip import MonoCLIP, keep_every_other_channel
+from monoclip import (CLIP_LOGIT_SCALE, DepthPrompts, MonoCLIP, depth_head, keep_every_other_channel,
+                      text_features)
 
 TOLERANCE = 1e-5
 GOLDEN_MODEL_CASES = ["model_default", "model_temperature2", "model_prompt2_temperature2", "model_bins3_temperature2"]
@@ -82,3 +85,55 @@ def test_batched_network_pass_moves_predictions_by_rounding_only(model, nyu_like
 def test_channel_halving_is_the_authors_interpolate():
     patches = torch.randn(2, 221, 2048)
     assert torch.equal(keep_every_other_channel(patches), F.interpolate(patches, scale_factor=0.5))
+
+
+# ---------------------------------------------------------------- the method, step by step
+def test_text_features_are_normalized_template_means(model):
+    """Each column: every template filled with (object, word), encoded, normalized, averaged, normalized."""
+    prompts = DepthPrompts(["near", "far"], [1.0, 2.0], ["This {} is {}", "A {} that is {}"], ["object", "chair"])
+    text = text_features(model.clip, prompts)  # (1024, 4): (near, object), (near, chair), (far, object), (far, chair)
+    assert text.shape == (1024, 4)
+    with torch.no_grad():
+        for column, (word, obj) in enumerate([("near", "object"), ("near", "chair"), ("far", "object"),
+                                              ("far", "chair")]):
+            encoded = model.clip.encode_text(clip.tokenize([f"This {obj} is {word}", f"A {obj} that is {word}"]))
+            mean = (encoded / encoded.norm(dim=-1, keepdim=True)).mean(dim=0)
+            torch.testing.assert_close(text[:, column], mean / mean.norm())
+    assert prompts.column_bins == [1.0, 1.0, 2.0, 2.0]
+
+
+def test_bin_weights_are_a_softmax_whose_mean_is_the_depth(model, nyu_like):
+    rgb = NYUDepthV2(nyu_like, "auto")[0][0][None]
+    with torch.inference_mode():
+        weights = model.bin_weights(rgb)  # (1, 7, 13, 17)
+        depth = model(rgb)
+    assert weights.shape == (1, 7, 13, 17)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(1, 13, 17))
+    torch.testing.assert_close((weights * model.encoded.bins.view(1, -1, 1, 1)).sum(dim=1, keepdim=True), depth)
+
+
+def test_head_written_out(model):
+    """depth = sum_k softmax_k(100 * patch . text_k / temperature) * bin_k, per patch."""
+    patches = F.normalize(torch.randn(2, 6, 1024), dim=-1)
+    text = model.encoded.text
+    expected = ((CLIP_LOGIT_SCALE * patches @ text / 0.1).softmax(-1) * model.encoded.bins).sum(-1)  # (2, 6)
+    depth = depth_head(patches, (2, 3), model.encoded)
+    torch.testing.assert_close(depth, expected.view(2, 1, 2, 3))
+
+
+def test_image_side_then_head_is_forward(model, nyu_like):
+    rgb = NYUDepthV2(nyu_like, "auto")[0][0][None]
+    with torch.inference_mode():
+        patches, grid = model.patch_features(rgb)
+        trunk = model.clip.encode_image_dense(rgb, "trunk").flatten(2).transpose(1, 2)  # (1, 221, 2048)
+        assert grid == (13, 17) and patches.shape == (1, 221, 1024)
+        torch.testing.assert_close(patches, (trunk / trunk.norm(dim=-1, keepdim=True))[..., ::2])
+        torch.testing.assert_close(depth_head(patches, grid, model.encoded), model(rgb))
+
+
+def test_prediction_is_flip_averaged_and_upsampled(model, nyu_like):
+    rgb = torch.stack([NYUDepthV2(nyu_like, "auto")[i][0] for i in range(2)])
+    with torch.inference_mode():
+        expected = F.interpolate(0.5 * (model(rgb) + model(rgb.flip(3)).flip(3)), size=(416, 544), mode="bilinear",
+                                 align_corners=True)
+        torch.testing.assert_close(model.predict(rgb), expected, atol=1e-6, rtol=0)

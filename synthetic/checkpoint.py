@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
-"""Seeded random CLIP checkpoints in OpenAI's state-dict format, for tests and benchmarks (no download).
+"""Seeded random CLIP checkpoints in OpenAI's state-dict format, for tests, benchmarks and trying the repo
+without downloads.
 
-    python tests/make_checkpoint.py OUT.pt [--seed 0] [--vision-layers 1,1,1,1] [--text-width 64] [--text-layers 1]
-    python tests/make_checkpoint.py OUT.pt --vit 32 [--vit-width 64] [--vit-layers 2] [--embed-dim 64]
+    python -m synthetic.checkpoint OUT.pt --rn50            # RN50's full geometry (about 400 MB): timings
+    python -m synthetic.checkpoint OUT.pt [--seed 0] [--vision-layers 1,1,1,1] [--text-width 64] [--text-layers 1]
+    python -m synthetic.checkpoint OUT.pt --vit 32 [--vit-width 64] [--vit-layers 2] [--embed-dim 64]
 
 The weights mean nothing; they pin the computation down. The draws (one numpy RandomState, tensors
 filled in state-dict order) are those of the parity references' generator, so golden.json applies.
 Defaults: ResNet-50 geometry (2048 channels after layer4, embed dim 1024) with one bottleneck per stage
-and a one-layer, width-64 text tower, about 100 MB. `--vision-layers 3,4,6,3 --text-width 512
---text-layers 12` is the full RN50 geometry (about 400 MB).
+and a one-layer, width-64 text tower, about 100 MB.
 """
 import argparse
 import math
 
 import numpy as np
 import torch
+
+RN50_GEOMETRY = dict(vision_layers=(3, 4, 6, 3), text_width=512, text_layers=12)  # OpenAI's RN50 shapes
 
 
 def _batchnorm(name, channels):
@@ -135,6 +138,8 @@ def make_state_dict(seed=0, **geometry):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out")
+    parser.add_argument("--rn50", action="store_true",
+                        help="RN50's full geometry (3,4,6,3 bottlenecks, 12-layer width-512 text tower), for timings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vision-layers", default="1,1,1,1", help="bottlenecks per ResNet stage")
     parser.add_argument("--text-width", type=int, default=64)
@@ -144,10 +149,13 @@ def main(argv=None):
     parser.add_argument("--vit-layers", type=int, default=2)
     parser.add_argument("--embed-dim", type=int, help="joint embedding size (default 1024 for ResNet, 64 for ViT)")
     args = parser.parse_args(argv)
-    state = make_state_dict(args.seed, vision_layers=tuple(int(n) for n in args.vision_layers.split(",")),
-                            text_width=args.text_width, text_layers=args.text_layers,
-                            embed_dim=args.embed_dim or (64 if args.vit else 1024),
-                            vit_patch=args.vit, vit_width=args.vit_width, vit_layers=args.vit_layers)
+    if args.rn50:
+        state = make_state_dict(args.seed, **RN50_GEOMETRY)
+    else:
+        state = make_state_dict(args.seed, vision_layers=tuple(int(n) for n in args.vision_layers.split(",")),
+                                text_width=args.text_width, text_layers=args.text_layers,
+                                embed_dim=args.embed_dim or (64 if args.vit else 1024),
+                                vit_patch=args.vit, vit_width=args.vit_width, vit_layers=args.vit_layers)
     torch.save(state, args.out)
 
 

@@ -1,0 +1,49 @@
+"""Reading images for every dataset and for predict.py: decoding, the RGB normalizations, their inverse."""
+import torch
+from PIL import Image
+
+from clip import CLIP_MEAN, CLIP_STD, to_tensor
+
+NORMALIZATIONS = {  # --normalize: (mean, std) per RGB channel
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the authors' choice
+    "clip": (CLIP_MEAN, CLIP_STD),  # CLIP's training statistics
+}
+MODE_NAMES = {"1": "1-bit black-and-white", "L": "8-bit grayscale", "LA": "8-bit grayscale with alpha",
+              "P": "8-bit palette", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "CMYK": "CMYK", "F": "32-bit float",
+              "I": "32-bit integer", "I;16": "16-bit grayscale"}
+
+
+class DataError(ValueError):
+    """A dataset folder, list or file that cannot be evaluated as it is."""
+
+
+def describe_mode(image):
+    """'8-bit grayscale' for PIL's 'L', and so on."""
+    return MODE_NAMES.get(image.mode, f"{image.mode}-mode")
+
+
+def open_image(path):
+    """A fully decoded PIL image, or a DataError naming the file (truncated files are not half-read)."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read {path} ({error}); the file is corrupt or truncated: replace it") from None
+    return image
+
+
+def check_normalization(normalize):
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+
+
+def normalized(image, normalize="imagenet"):
+    """PIL RGB image -> (3, H, W) float32: /255, then the named mean/std."""
+    return to_tensor(image, *NORMALIZATIONS[normalize])
+
+
+def unnormalize(rgb, normalize="imagenet"):
+    """(3, H, W) normalized tensor -> (H, W, 3) uint8, undoing `normalized` (for pictures)."""
+    mean, std = NORMALIZATIONS[normalize]
+    rgb = rgb.cpu().float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -1,0 +1,90 @@
+"""eval.py --cache DIR: each image's patch features (MonoCLIP's image side), kept between runs.
+
+    DIR/<settings key>/settings.json            what the key stands for (for people; the key decides)
+    DIR/<settings key>/<rgb sha256>.pt          the image's patch features (hw, C) and grid (h, w)
+    DIR/<settings key>/<rgb sha256>-mirror.pt   the same for its mirror image (flip averaging)
+
+The settings key is a hash of everything that determines the features besides the image: the checkpoint's
+SHA256, the dense feature, precision, device type, dataset crop and normalization, input size and this
+file's FORMAT. The image is named by its RGB file's SHA256, so a changed file or model is never served stale
+features. Entries are written to a temporary name and renamed; an unreadable one is reported, recomputed
+and rewritten. Delete DIR (or one key's folder) to clear it.
+"""
+import hashlib
+import io
+import json
+import os
+import sys
+
+import torch
+
+import cli
+
+FORMAT = 1  # bump when what an entry holds, or how it is computed, changes
+VIEWS = ("", "-mirror")
+
+
+def sha256_of_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, folder, settings):
+        settings = {**settings, "format": FORMAT}
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+        self.folder = os.path.join(folder, key)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--cache {folder} cannot be created ({error.strerror}); choose another place") from None
+        description = os.path.join(self.folder, "settings.json")
+        if not os.path.isfile(description):
+            cli.write_file(description, (json.dumps(settings, indent=2) + "\n").encode())
+        self.hits = self.misses = 0
+
+    def path(self, rgb_sha, view):
+        return os.path.join(self.folder, f"{rgb_sha}{VIEWS[view]}.pt")
+
+    def load(self, rgb_sha, view):
+        """(patches (hw, C), grid (h, w)), or None if absent or unreadable (then said in one warning line)."""
+        path = self.path(rgb_sha, view)
+        if not os.path.isfile(path):
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            patches, grid = entry["patches"], tuple(entry["grid"].tolist())
+            if patches.dim() != 2 or len(grid) != 2 or grid[0] * grid[1] != patches.shape[0]:
+                raise ValueError(f"patches {tuple(patches.shape)} do not fit grid {grid}")
+        except Exception as error:  # truncated, corrupt or foreign: recompute, never fail the run for it
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            print(f"warning: cache entry {path} is unreadable ({reason}); recomputing it", file=sys.stderr)
+            return None
+        return patches, grid
+
+    def store(self, rgb_sha, view, patches, grid):
+        buffer = io.BytesIO()
+        torch.save({"patches": patches.cpu().clone(), "grid": torch.tensor(grid)}, buffer)
+        cli.write_file(self.path(rgb_sha, view), buffer.getvalue())
+
+    def view_features(self, model, rgb, paths, flip=True):
+        """model.view_features(rgb, flip) for a batch whose RGB files are `paths`, computing only what is not
+        stored (and storing it). Values are those the model computes: on a CPU each view runs alone anyway."""
+        shas = [sha256_of_file(path) for path in paths]
+        views = [(i, view) for view in range(2 if flip else 1) for i in range(len(paths))]  # images, then mirrors
+        found = {(i, view): self.load(shas[i], view) for i, view in views}
+        missing = [key for key in views if found[key] is None]
+        self.hits += len(views) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            images = torch.stack([rgb[i].flip(2) if view else rgb[i] for i, view in missing])
+            patches, grid = model.view_features(images, flip=False)
+            for (i, view), one in zip(missing, patches):
+                self.store(shas[i], view, one, grid)
+                found[(i, view)] = (one, grid)
+        device = model.device
+        features = torch.stack([found[key][0].to(device) for key in views])  # (V, hw, C)
+        return features, found[views[0]][1]
