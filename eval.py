@@ -200,10 +200,12 @@ def run(args, runs, output):
     start = time.perf_counter()
     pictures = panel_writer(args.img_save, args.normalize) if args.img_save else None
     rows = evaluate(predict, loader, index_of, len(runs), progress=rank == 0, pictures=pictures)
+    views = {"views_read": cache.hits, "views_computed": cache.misses} if cache else None
     if world > 1:
         gathered = [None] * world
-        dist.all_gather_object(gathered, rows)
-        rows = [[row for part in gathered for row in part[r]] for r in range(len(runs))]
+        dist.all_gather_object(gathered, (rows, views))
+        rows = [[row for part, _ in gathered for row in part[r]] for r in range(len(runs))]
+        views = views and {key: sum(counts[key] for _, counts in gathered) for key in views}
     seconds = time.perf_counter() - start
     if rank != 0:
         dist.destroy_process_group()
@@ -221,10 +223,12 @@ def run(args, runs, output):
         report = {"runs": results, "timing": timing}
     else:
         report = {"dataset": args.dataset, **{k: v for k, v in results[0].items() if k != "name"}, "timing": timing}
+    if views:
+        report["cache"] = views
     print(format_table([(r["name"], r["count"], r["metrics"]) for r in results]))
     print(f"{count} images in {seconds:.1f} s ({timing['images_per_second']:.2f} images/s)"
           + (f"; {len(results)} prompt settings from one image pass" if args.sweep else "")
-          + (f"; cache: {cache.hits} views read, {cache.misses} computed" if cache else ""))
+          + (f"; cache: {views['views_read']} views read, {views['views_computed']} computed" if views else ""))
     if output:
         output.write_json(report)
         print(f"results written to {args.output}")

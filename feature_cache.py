@@ -17,6 +17,7 @@ import os
 import sys
 
 import torch
+from tqdm import tqdm
 
 import cli
 
@@ -61,7 +62,7 @@ class FeatureCache:
                 raise ValueError(f"patches {tuple(patches.shape)} do not fit grid {grid}")
         except Exception as error:  # truncated, corrupt or foreign: recompute, never fail the run for it
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            print(f"warning: cache entry {path} is unreadable ({reason}); recomputing it", file=sys.stderr)
+            tqdm.write(f"warning: cache entry {path} is unreadable ({reason}); recomputing it", file=sys.stderr)
             return None
         return patches, grid
 

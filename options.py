@@ -116,7 +116,8 @@ def eval_options():
     run.add_argument("-j", "--workers", type=int, help="image-decoding processes (default: 0 on a CPU, "
                      "half the cores up to 8 on a GPU)")
     run.add_argument("--cache", metavar="DIR", help="keep each image's patch features here and reuse them in "
-                     "later runs with the same image-side settings (clip_model, features, normalize, precision)")
+                     "later runs with the same image-side settings (clip_model, features, normalize, precision); "
+                     "baselines have none and ignore it")
     run.add_argument("--output", help="write results as JSON to this file")
     run.add_argument("--img_save", metavar="DIR", help="write per image DIR/<scene>_<number>.png (RGB | prediction | "
                      "ground truth) and DIR/<scene>_<number>_depth.png (prediction, uint16 mm, 640x480)")
@@ -139,8 +140,6 @@ def parse_eval_args(argv=None):
         p.error("--img_save_bins needs --img_save DIR and --method monoclip")
     if args.sweep and (args.method != "monoclip" or args.img_save):
         p.error("--sweep scores DepthCLIP settings: it takes no --method baseline and no --img_save")
-    if args.cache and args.method != "monoclip":
-        p.error("--cache keeps DepthCLIP's image features; a baseline has none")
     if args.batch_size < 1 or (args.workers or 0) < 0 or (args.limit is not None and args.limit < 1):
         p.error("--batch_size and --limit must be at least 1, --workers at least 0")
     return args
