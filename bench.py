@@ -151,7 +151,7 @@ def experiments(checkpoint, data_path, device, precision, batch_size, workers, f
         cold.append(eval_seconds(common + ["--cache", cache]))
         warm.append(eval_seconds(common + ["--cache", cache, "--prompt_set", "prompt2", "--temperature", "0.2"]))
     entries = [os.path.join(d, f) for d, _, files in os.walk(os.path.join(folder, "cache0")) for f in files
-               if f.endswith(".pt")]
+               if f.endswith(".npy")]
     return {"settings_in_sweep": settings, "one_setting_seconds": spread(one), "sweep_seconds": spread(sweep),
             "sweep_cost_over_one": statistics.median(sweep) / statistics.median(one),
             "cache_cold_seconds": spread(cold), "cache_warm_new_setting_seconds": spread(warm),

@@ -17,20 +17,23 @@ NYU_EIGEN_CROP = (45, 471, 46, 601)  # rows, cols of the standard Eigen evaluati
 
 def _per_image(gt, pred, valid):
     """gt, pred, valid: (B, H, W). Each metric as a (B,) tensor over that image's valid pixels."""
-    count = valid.sum(dim=(1, 2))  # an image with no valid pixel gets NaN, as in the authors' code
+    rows = [_metrics(g[v], p[v]) for g, p, v in zip(gt, pred, valid)]
+    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
-    def mean(x):  # (B, H, W) -> (B,), over valid pixels only; float64 sums so batching cannot change a digit
-        return torch.where(valid, x, torch.zeros_like(x)).sum(dim=(1, 2), dtype=torch.float64) / count
 
-    gt = gt.where(valid, torch.ones_like(gt))  # placeholders keep logs and ratios finite off the mask
-    pred = pred.where(valid, torch.ones_like(pred))
+def _metrics(gt, pred):
+    """gt, pred: (N,) one image's valid pixels. Each metric a scalar; an image with no valid pixel gets NaN, as
+    in the authors' code. Float64 sums, so neither batching nor pixel order can change a digit."""
+    def mean(x):
+        return x.sum(dtype=torch.float64) / x.numel()
+
     ratio = torch.maximum(gt / pred, pred / gt)
     diff = gt - pred
     return {
         "abs_diff": mean(diff.abs()),
-        "a1": mean((ratio < 1.25).float()),
-        "a2": mean((ratio < 1.25 ** 2).float()),
-        "a3": mean((ratio < 1.25 ** 3).float()),
+        "a1": mean(ratio < 1.25),
+        "a2": mean(ratio < 1.25 ** 2),
+        "a3": mean(ratio < 1.25 ** 3),
         "abs_rel": mean(diff.abs() / gt),
         "log10": mean((torch.log10(gt) - torch.log10(pred)).abs()),
         "rmse": mean(diff ** 2).sqrt(),
@@ -54,12 +57,10 @@ def per_image_errors_NYU(gt, pred, crop=True):
     1e-3 < gt < 10, pred > 1e-3 and, with crop, inside the Eigen crop; gt and pred are clamped to [1e-3, 10].
     """
     gt, pred = gt[:, 0].float(), paste_into_frame(pred.float())[:, 0]
-    valid = (gt < NYU_MAX_DEPTH) & (gt > 1e-3) & (pred > 1e-3)
-    if crop:
+    if crop:  # no pixel outside the Eigen crop counts: leave it out of the work too
         top, bottom, left, right = NYU_EIGEN_CROP
-        eigen = torch.zeros_like(valid)
-        eigen[:, top:bottom, left:right] = True
-        valid &= eigen
+        gt, pred = gt[:, top:bottom, left:right], pred[:, top:bottom, left:right]
+    valid = (gt < NYU_MAX_DEPTH) & (gt > 1e-3) & (pred > 1e-3)
     metrics = _per_image(gt.clamp(1e-3, NYU_MAX_DEPTH), pred.clamp(1e-3, NYU_MAX_DEPTH), valid)
     return {name: metrics[name] for name in NYU_METRICS}
 

@@ -9,6 +9,7 @@ pasted back into the 480x640 frame and scored inside the Eigen crop (calculate_e
 depend on --batch_size, --workers, --cache or the number of processes (torchrun).
 """
 import contextlib
+import functools
 import math
 import os
 import time
@@ -25,7 +26,7 @@ import options
 import visualize
 from calculate_error import NYU_METRICS, TABLE_COLUMNS, per_image_errors_NYU
 from datasets import NYUDepthV2, scene_of, unnormalize
-from datasets.nyu import RGB_CROP_BOX
+from datasets.nyu import INPUT_SIZE, RGB_CROP_BOX, load_rgb
 from feature_cache import FeatureCache
 from monoclip import pick_device
 
@@ -46,25 +47,27 @@ def start_distributed(device):
 def lower_bound(seed):
     """The paper's lower bound: every pixel of image i an independent U(0, 10) draw, seeded by (seed, i)."""
     def predict(rgb, files, indices):
-        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *rgb.shape[-2:])) for i in indices]
+        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *INPUT_SIZE)) for i in indices]
         return [torch.from_numpy(np.stack(draws).astype(np.float32))]
     return predict
 
 
 def constant(depth):
     def predict(rgb, files, indices):
-        return [torch.full((rgb.shape[0], 1, *rgb.shape[-2:]), float(depth))]
+        return [torch.full((len(files), 1, *INPUT_SIZE), float(depth))]
     return predict
 
 
-def depthclip(model, encoded_prompts, flip, cache=None, root=None):
-    """One image pass per batch (or the cache's stored features), then the head for each prompt setting."""
+def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
+    """One image pass per batch (or the cache's stored features: then the loader leaves the RGB undecoded and
+    the dataset decodes only what the cache lacks), then the head for each prompt setting."""
     def predict(rgb, files, indices):
         if cache is None:
             features, grid = model.view_features(rgb, flip)
         else:
-            features, grid = cache.view_features(model, rgb, [os.path.join(root, f) for f in files], flip)
-        return [model.depth_from_features(features, grid, rgb.shape[-2:], flip, prompts) for prompts in encoded_prompts]
+            features, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
+                                                 functools.partial(load_rgb, normalize=dataset.normalize), flip)
+        return [model.depth_from_features(features, grid, INPUT_SIZE, flip, prompts) for prompts in encoded_prompts]
     return predict
 
 
@@ -160,8 +163,9 @@ def main(argv=None):
 
 
 def run(args, runs, output):
+    with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
     dataset = NYUDepthV2(args.data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                         normalize=args.normalize)
+                         normalize=args.normalize, with_rgb=with_rgb)
     index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
     bins_index = image_index(dataset, args.img_save_bins) if args.img_save_bins is not None else None
     rank, world, device = start_distributed(pick_device(args.device))
@@ -185,8 +189,7 @@ def run(args, runs, output):
                                               "precision": model.precision, "device": model.device.type,
                                               "dataset": args.dataset, "crop": RGB_CROP_BOX,
                                               "normalize": args.normalize})
-        predict = depthclip(model, [model.encode_prompts(prompts) for _, prompts, _ in runs], flip, cache,
-                            dataset.root)
+        predict = depthclip(model, [model.encode_prompts(prompts) for _, prompts, _ in runs], flip, cache, dataset)
     else:
         baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
         runs, configs = [(args.method, None, None)], [{**baseline, **data, "method": args.method}]

@@ -20,6 +20,7 @@ DEFAULT_TEST_LIST = os.path.join(HERE, "nyudepthv2_test_files_with_gt.txt")
 SPLIT_DIR = os.path.join("official_splits", "test")
 
 RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors' 544x416 evaluation crop
+INPUT_SIZE = (RGB_CROP_BOX[3] - RGB_CROP_BOX[1], RGB_CROP_BOX[2] - RGB_CROP_BOX[0])  # (416, 544): what the model sees
 DEPTH_SCALE = 1000.0  # PNG units per metre
 IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
 PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
@@ -91,13 +92,16 @@ class NYUDepthV2(torch.utils.data.Dataset):
 
     test_list: a list file (default: the 654 pairs of the paper) or 'auto' for every pair on disk.
     scenes: keep only these scene folders. limit: keep the first N pairs (after sorting and scenes).
+    with_rgb=False leaves the RGB undecoded (an empty tensor in its place), for runs that do not read the pixels:
+    baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
     """
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
-                 normalize="imagenet"):
+                 normalize="imagenet", with_rgb=True):
         check_normalization(normalize)
         self.root = os.path.join(data_path, SPLIT_DIR)
         self.normalize = normalize
+        self.with_rgb = with_rgb
         pairs = read_pairs(data_path, test_list)
         if scenes:
             present = {scene_of(rgb) for rgb, _ in pairs}
@@ -112,5 +116,5 @@ class NYUDepthV2(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         rgb, depth = self.pairs[index]
-        return (load_rgb(os.path.join(self.root, rgb), self.normalize), load_depth(os.path.join(self.root, depth)),
-                rgb)
+        pixels = load_rgb(os.path.join(self.root, rgb), self.normalize) if self.with_rgb else torch.empty(0)
+        return pixels, load_depth(os.path.join(self.root, depth)), rgb

@@ -13,6 +13,7 @@ and a one-layer, width-64 text tower, about 100 MB.
 """
 import argparse
 import math
+import os
 
 import numpy as np
 import torch
@@ -156,6 +157,7 @@ def main(argv=None):
                                 text_width=args.text_width, text_layers=args.text_layers,
                                 embed_dim=args.embed_dim or (64 if args.vit else 1024),
                                 vit_patch=args.vit, vit_width=args.vit_width, vit_layers=args.vit_layers)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     torch.save(state, args.out)
 
 

@@ -1,16 +1,14 @@
 """Shared fixtures: a seeded checkpoint and NYU-like data, generated once per test session in a temporary folder."""
 import json
 import os
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the repository's modules, as scripts run from its root see them
+from synthetic.checkpoint import make_state_dict
+from synthetic.nyu_like import write_dataset
 
-from synthetic.checkpoint import make_state_dict  # noqa: E402
-from synthetic.nyu_like import write_dataset  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,14 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 import cli
 import eval as evaluation
 from conftest import ROOT
+from datasets import NYUDepthV2, normalized
+from datasets.nyu import RGB_CROP_BOX
 from monoclip import MonoCLIP
 
 
@@ -57,7 +60,13 @@ def split(root):
 
 
 def constant_args(root, *extra):
+    """The constant baseline: the quickest run, which reads the depth files but not the RGB."""
     return ["--data_path", str(root), "--testfile_nyu", "auto", "--method", "constant", "--workers", "0", *extra]
+
+
+def depthclip_args(root, checkpoint, *extra):
+    """DepthCLIP, which reads the RGB too."""
+    return constant_args(root, "--method", "monoclip", "--clip_model", checkpoint, *extra)
 
 
 def test_missing_data_path_names_the_expected_folder(capsys, tmp_path):
@@ -89,11 +98,11 @@ def test_malformed_list_line_is_given_by_number(capsys, data, tmp_path):
 
 @pytest.mark.parametrize("workers", ["0", "1"])
 @pytest.mark.parametrize("name", ["bathroom/rgb_00022.jpg", "kitchen/sync_depth_00008.png"])
-def test_corrupt_or_truncated_file_is_named(capsys, data, tmp_path, name, workers):
+def test_corrupt_or_truncated_file_is_named(capsys, data, checkpoint, tmp_path, name, workers):
     path = split(data) / name
     path.write_bytes(path.read_bytes()[:2000])
     out = tmp_path / "r.json"
-    line = error_line(capsys, constant_args(data, "--workers", workers, "--output", str(out)))
+    line = error_line(capsys, depthclip_args(data, checkpoint, "--workers", workers, "--output", str(out)))
     assert str(path) in line and "corrupt or truncated" in line
     assert not out.exists() and os.listdir(tmp_path) == ["data"]
 
@@ -106,21 +115,23 @@ def test_depth_png_that_is_not_16_bit_is_rejected(capsys, data, mode, said):
     assert line == f"error: {path} is {said}, not 16-bit: NYU depth must be a 16-bit grayscale PNG in millimetres"
 
 
-def test_rgb_of_the_wrong_size_is_rejected(capsys, data):
+def test_rgb_of_the_wrong_size_is_rejected(capsys, data, checkpoint):
     path = split(data) / "kitchen" / "rgb_00008.jpg"
     Image.new("RGB", (800, 600)).save(path)
-    line = error_line(capsys, constant_args(data))
+    line = error_line(capsys, depthclip_args(data, checkpoint, "--limit", "3"))
     assert str(path) in line and "800x600" in line and "640x480" in line
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
-def test_grayscale_rgba_and_palette_rgb_are_converted(data, mode, tmp_path):
+def test_grayscale_rgba_and_palette_rgb_are_converted(data, mode):
     path = split(data) / "kitchen" / "rgb_00008.jpg"
     image = Image.open(path).convert(mode)
     image.save(path.with_suffix(".png"))
     os.replace(path.with_suffix(".png"), path)  # a PNG under the .jpg name: PIL reads the content
-    results = evaluation.main(constant_args(data))
-    assert results["count"] == 6
+    rgb, _, file = NYUDepthV2(str(data), "auto")[2]
+    assert file == "kitchen/rgb_00008.jpg" and rgb.shape == (3, 416, 544)
+    expected = normalized(image.convert("RGB").crop(RGB_CROP_BOX))
+    torch.testing.assert_close(rgb, expected, atol=0, rtol=0)
 
 
 def test_unknown_model_name_lists_the_choices(capsys, data):

@@ -114,7 +114,7 @@ def cache(tmp_path):
 
 def entries(cache):
     return sorted(os.path.relpath(os.path.join(d, f), cache) for d, _, files in os.walk(cache) for f in files
-                  if f.endswith(".pt"))
+                  if f.endswith(".npy"))
 
 
 def test_cache_hit_equals_miss_equals_no_cache_and_skips_the_image_tower(nyu_like, checkpoint, tmp_path, cache,
