@@ -22,17 +22,10 @@ import torch
 from tqdm import tqdm
 
 import cli
+from clip import sha256_of_file
 
 FORMAT = 2  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
-
-
-def sha256_of_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FeatureCache:

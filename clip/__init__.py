@@ -1,1 +1,2 @@
-from .clip import CLIP_MEAN, CLIP_STD, available_models, checkpoint_sha256, download, load, to_tensor, tokenize
+from .clip import (CLIP_MEAN, CLIP_STD, available_models, checkpoint_sha256, download, load, sha256_of_file, to_tensor,
+                   tokenize)

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .model import build_model
 from .simple_tokenizer import SimpleTokenizer
 
-__all__ = ["available_models", "load", "tokenize", "checkpoint_sha256", "download", "to_tensor"]
+__all__ = ["available_models", "load", "tokenize", "checkpoint_sha256", "download", "sha256_of_file", "to_tensor"]
 
 _URL = "https://openaipublic.azureedge.net/clip/models/{sha256}/{file}"
 _MODELS = {name: _URL.format(sha256=sha, file=file) for name, sha, file in [
@@ -39,7 +39,8 @@ def available_models() -> List[str]:
     return list(_MODELS)
 
 
-def _sha256(path):
+def sha256_of_file(path):
+    """The file's SHA256, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -49,7 +50,7 @@ def _sha256(path):
 
 def checkpoint_sha256(name: str) -> str:
     """The SHA256 of a released model's file (the second-to-last part of its URL) or of a checkpoint file."""
-    return _MODELS[name].split("/")[-2] if name in _MODELS else _sha256(name)
+    return _MODELS[name].split("/")[-2] if name in _MODELS else sha256_of_file(name)
 
 
 def download(url: str, target: str, sha256: str = None, hint: str = "") -> str:
@@ -59,7 +60,7 @@ def download(url: str, target: str, sha256: str = None, hint: str = "") -> str:
     sha256, once the hash matches), so an interrupted, short or corrupt download never sits under the final
     name. hint: what to do instead, appended to the one-line error.
     """
-    if os.path.isfile(target) and (sha256 is None or _sha256(target) == sha256):
+    if os.path.isfile(target) and (sha256 is None or sha256_of_file(target) == sha256):
         return target
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     partial = f"{target}.{os.getpid()}.part"
