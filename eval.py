@@ -25,7 +25,7 @@ import cli
 import options
 import visualize
 from calculate_error import NYU_METRICS, TABLE_COLUMNS, per_image_errors_NYU
-from datasets import NYUDepthV2, scene_of, unnormalize
+from datasets import MODEL, NYUDepthV2, mean_std, scene_of, unnormalize
 from datasets.nyu import INPUT_SIZE, RGB_CROP_BOX, load_rgb
 from feature_cache import FeatureCache
 from monoclip import pick_device
@@ -178,6 +178,9 @@ def run(args, runs, output):
 
     if args.method == "monoclip":
         model = options.build_monoclip(args, device)
+        if args.normalize == MODEL:
+            dataset.normalize = model.mean_std
+        data["normalize_mean_std"] = mean_std(dataset.normalize)
         if runs is None:
             runs = [(args.method, model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
         configs = [{**model.config(prompts), **names, **data, "method": args.method} for _, prompts, names in runs]
@@ -185,10 +188,11 @@ def run(args, runs, output):
             for config in configs:
                 config["clip_model"] = os.path.abspath(args.clip_model)
         if args.cache:
-            cache = FeatureCache(args.cache, {"checkpoint_sha256": model.checkpoint_sha256, "features": model.features,
+            weights = model.checkpoint_sha256 or model.clip_model  # open_clip's released weights: by model and tag
+            cache = FeatureCache(args.cache, {"weights": weights, "features": model.features,
                                               "precision": model.precision, "device": model.device.type,
                                               "dataset": args.dataset, "crop": RGB_CROP_BOX,
-                                              "normalize": args.normalize})
+                                              "normalize": mean_std(dataset.normalize)})
         predict = depthclip(model, [model.encode_prompts(prompts) for _, prompts, _ in runs], flip, cache, dataset)
     else:
         baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
@@ -201,7 +205,7 @@ def run(args, runs, output):
     if world > 1:
         dist.barrier()
     start = time.perf_counter()
-    pictures = panel_writer(args.img_save, args.normalize) if args.img_save else None
+    pictures = panel_writer(args.img_save, dataset.normalize) if args.img_save else None
     rows = evaluate(predict, loader, index_of, len(runs), progress=rank == 0, pictures=pictures)
     views = {"views_read": cache.hits, "views_computed": cache.misses} if cache else None
     if world > 1:

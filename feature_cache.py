@@ -5,7 +5,7 @@
     DIR/<settings key>/<rgb sha256>-mirror.npy  the same for its mirror image (flip averaging)
 
 The settings key is a hash of everything that determines the features besides the image: the checkpoint's
-SHA256, the dense feature, precision, device type, dataset crop and normalization, input size and this
+SHA256 (an open_clip pretrained tag by its name), the dense feature, precision, device type, dataset crop and normalization, input size and this
 file's FORMAT. The image is named by its RGB file's SHA256, so a changed file or model is never served stale
 features. Entries are plain .npy arrays (read ten times faster than torch.save files, and without pickle),
 written to a temporary name and renamed; an unreadable one is reported, recomputed and rewritten. Delete DIR
@@ -24,7 +24,7 @@ from tqdm import tqdm
 import cli
 from clip import sha256_of_file
 
-FORMAT = 2  # bump when what an entry holds, or how it is computed, changes
+FORMAT = 3  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
 
 

@@ -15,6 +15,7 @@ any number of prompt settings (--sweep) from one pass of the image tower, and ke
 import contextlib
 import dataclasses
 import functools
+import os
 import string
 from typing import NamedTuple
 
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
+import open_clip_adapter
 
 # ---------------------------------------------------------------- configuration: the paper's Table 1
 CLIP_MODEL = "RN50"
@@ -45,8 +47,10 @@ TEMPERATURE = 0.1
 CLIP_LOGIT_SCALE = 100.0  # CLIP's learned logit scale (exp of its logit_scale), which the authors wrote as 100
 FEATURES = {  # --features: (the name CLIP's encode_image_dense knows it by, what it is)
     "paper": ("trunk", "ResNet trunk (layer4) features, every other channel kept: the authors' variant (RN50 only)"),
-    "value": ("value", "attention-pool / last-block value path projected into CLIP's joint space (MaskCLIP); "
-                       "ResNet and ViT"),
+    "maskclip": ("maskclip", "MaskCLIP's dense features: ResNet c_proj(v_proj(f)); ViT last block with attention "
+                             "replaced by its value path, residual and MLP kept; ResNet and ViT"),
+    "value": ("value", "the bare value path: as maskclip on a ResNet; on a ViT out_proj(V(ln_1 x)) of the last "
+                       "block without residual or MLP; ResNet and ViT"),
     "tokens": ("tokens", "last-layer ViT patch tokens through ln_post and proj; ViT only"),
 }
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 on CUDA (the authors' setting), fp32 on CPU
@@ -87,16 +91,16 @@ class DepthPrompts:
 
 
 @torch.no_grad()
-def text_features(model, prompts):
+def text_features(model, prompts, tokenize=clip.tokenize):
     """(embed_dim, K) unit prompt embeddings, one column per (depth word, object), words outer.
 
-    Each column: every template filled, encoded, L2-normalized, averaged, L2-normalized again.
+    Each column: every template filled, tokenized, encoded, L2-normalized, averaged, L2-normalized again.
     """
-    device = model.positional_embedding.device
+    device = next(model.parameters()).device
     columns = []
     for depth in prompts.depth_classes:
         for obj in prompts.objects:
-            tokens = clip.tokenize([template.format(obj, depth) for template in prompts.templates]).to(device)
+            tokens = tokenize([template.format(obj, depth) for template in prompts.templates]).to(device)
             embeddings = model.encode_text(tokens)  # (T, embed_dim)
             embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
             mean = embeddings.mean(dim=0)
@@ -174,7 +178,7 @@ class MonoCLIP(nn.Module):
         self.precision = pick_precision(precision, self.device)
         self.clip_model = clip_model
 
-        self.clip, _ = clip.load(clip_model, device=self.device, download_root=download_root)
+        self.clip, self.tokenize, self.mean_std = load_clip(clip_model, self.device, download_root)
         if self.precision != "fp16":
             self.clip.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
         self.clip.requires_grad_(False)
@@ -184,13 +188,14 @@ class MonoCLIP(nn.Module):
 
     def encode_prompts(self, prompts):
         """DepthPrompts -> EncodedPrompts on this model's device: the text tower's whole share of the work."""
-        text = text_features(self.clip, prompts)  # (embed_dim, K)
+        text = text_features(self.clip, prompts, self.tokenize)  # (embed_dim, K)
         return EncodedPrompts(text, torch.tensor(prompts.column_bins, device=self.device), prompts.temperature)
 
     @property
     def stride(self):
         """Input pixels per output depth pixel: 32 for a ResNet, the patch size for a ViT."""
-        return getattr(self.clip.visual, "patch_size", 32)
+        size = getattr(self.clip.visual, "patch_size", 32)
+        return size if isinstance(size, int) else size[0]  # open_clip keeps (h, w); patches are square
 
     @property
     def views_per_pass(self):
@@ -246,6 +251,11 @@ class MonoCLIP(nn.Module):
 
     @functools.cached_property
     def checkpoint_sha256(self):
+        """The checkpoint file's SHA256 (a released model's from its URL); None for open_clip's downloads,
+        which open_clip names by model and tag."""
+        if self.clip_model.startswith(open_clip_adapter.PREFIX):
+            _, pretrained = open_clip_adapter.parse(self.clip_model)
+            return clip.sha256_of_file(pretrained) if pretrained and os.path.isfile(pretrained) else None
         return clip.checkpoint_sha256(self.clip_model)
 
     def image_config(self):
@@ -261,7 +271,18 @@ class MonoCLIP(nn.Module):
                 "temperature": prompts.temperature, "torch": torch.__version__}
 
 
-# ---------------------------------------------------------------- guards and helpers
+# ---------------------------------------------------------------- loading, guards and helpers
+def load_clip(name, device, download_root=None):
+    """(model, tokenize, (mean, std) of its training images): OpenAI's CLIP (clip/) by name or checkpoint path,
+    or an open_clip model for 'open_clip:<model>[@<pretrained>]' (open_clip_adapter.py)."""
+    if name.startswith(open_clip_adapter.PREFIX):
+        model = open_clip_adapter.load(name, device)
+        return model, model.tokenize, model.mean_std
+    model, _ = clip.load(name, device=device, download_root=download_root)
+    return model, clip.tokenize, (clip.CLIP_MEAN, clip.CLIP_STD)
+
+
+
 def split(views, size):
     """A batch in chunks of `size` (None: whole)."""
     return views.split(size or len(views))
@@ -301,18 +322,19 @@ def check_prompts(prompts):
 
 def check_features(model, features, name):
     """Refuse a dense feature the backbone does not have, before any image runs."""
-    resnet = isinstance(model.visual, clip.model.ModifiedResNet)
+    resnet = "trunk" in model.dense_features
     if features == "paper":
         if not resnet:
-            raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'value' or 'tokens'")
+            raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'maskclip', 'value' or "
+                             "'tokens'")
         trunk_channels = model.visual.attnpool.k_proj.in_features
-        embed_dim = model.text_projection.shape[1]
+        embed_dim = model.visual.output_dim
         if trunk_channels != 2 * embed_dim:
             raise ValueError(f"features='paper' keeps every other of the trunk's channels, which needs "
                              f"2 x {embed_dim} (the embedding size) = {2 * embed_dim} channels, but {name} has "
                              f"{trunk_channels} (only RN50 fits); use features='value'")
     elif features == "tokens" and resnet:
-        raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper' or 'value'")
+        raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper', 'maskclip' or 'value'")
 
 
 def pick_device(device=None):

@@ -5,7 +5,7 @@ import json
 import os
 
 from cli import ArgumentParser
-from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NORMALIZATIONS
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS
 from monoclip import BIN_SETS, FEATURES, PRECISIONS, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
 
 METHODS = {
@@ -49,7 +49,8 @@ def parser(prog, description):
 def add_model_arguments(p):
     """MonoCLIP's flags; returns the method and running argument groups."""
     method = p.add_argument_group("method")
-    method.add_argument("--clip_model", default="RN50", help="a CLIP model name or a checkpoint path")
+    method.add_argument("--clip_model", default="RN50", help="an OpenAI CLIP name (RN50, ViT-B/16, ...), a checkpoint "
+                        "path, or open_clip:<model>[@<pretrained tag or file>] (needs open_clip_torch)")
     method.add_argument("--prompt_set", choices=list(PROMPT_SETS),
                         help="named depth words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PROMPT_SETS.items()))
     method.add_argument("--depth_classes", type=comma_list, help="depth words, nearest first (instead of --prompt_set)")
@@ -61,8 +62,9 @@ def add_model_arguments(p):
     method.add_argument("--temperature", type=float, default=TEMPERATURE)
     method.add_argument("--features", default="paper", choices=list(FEATURES),
                         help="; ".join(f"{k}: {v}" for k, (_, v) in FEATURES.items()))
-    method.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS),
-                        help="RGB mean/std: the authors' ImageNet statistics or CLIP's own")
+    method.add_argument("--normalize", default="imagenet", choices=[*NORMALIZATIONS, MODEL],
+                        help="RGB mean/std: the authors' ImageNet statistics, OpenAI CLIP's, or the model's own "
+                             "(open_clip models say theirs)")
     method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
     run = p.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

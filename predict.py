@@ -18,7 +18,7 @@ from tqdm import tqdm
 import cli
 import options
 import visualize
-from datasets import normalized, open_image
+from datasets import MODEL, normalized, open_image
 from monoclip import pick_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -67,7 +67,8 @@ def main(argv=None):
     with cli.output_dir(args.out, "--out") if args.out else contextlib.nullcontext():
         model = options.build_monoclip(args, pick_device(args.device))
         for path in tqdm(images, desc="predict", unit="image", disable=len(images) == 1):
-            depth = predict_depth(model, read_image(path), args.long_side, args.normalize, flip=not args.no_flip)
+            normalize = model.mean_std if args.normalize == MODEL else args.normalize
+            depth = predict_depth(model, read_image(path), args.long_side, normalize, flip=not args.no_flip)
             stem = os.path.join(args.out or os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
             visualize.save_depth(stem + OUTPUT_SUFFIXES[0], stem + OUTPUT_SUFFIXES[1], depth)
     print(f"{len(images)} depth map(s) written to {args.out or os.path.dirname(os.path.abspath(images[0]))}")

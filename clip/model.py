@@ -154,6 +154,12 @@ class ResidualAttentionBlock(nn.Module):
         v_bias = self.attn.in_proj_bias[2 * width:]
         return self.attn.out_proj(F.linear(self.ln_1(x), v_weight, v_bias))
 
+    def maskclip(self, x):
+        """(L, B, D) -> (L, B, D): the block with attention replaced by the value path, residual and MLP kept,
+        as MaskCLIP computes it (chongzhou96/MaskCLIP, TransformerEncoderLayer.forward with return_qkv)."""
+        v = x + self.value_path(x)
+        return v + self.mlp(self.ln_2(v))
+
 
 class Transformer(nn.Module):
     def __init__(self, width, layers, heads, attn_mask=None):
@@ -164,6 +170,15 @@ class Transformer(nn.Module):
 
     def forward(self, x):
         return self.resblocks(x)
+
+
+def resize_positional_embedding(pos, grid, new_grid):
+    """(1 + h * w, width) class + grid positions -> (1 + h' * w', width): the grid part resized bicubically."""
+    if tuple(grid) == tuple(new_grid):
+        return pos
+    resized = pos[1:].T.reshape(1, -1, *grid).float()
+    resized = F.interpolate(resized, size=tuple(new_grid), mode="bicubic", align_corners=False)
+    return torch.cat([pos[:1], resized.reshape(pos.shape[1], -1).T.to(pos.dtype)])
 
 
 class VisionTransformer(nn.Module):
@@ -183,13 +198,8 @@ class VisionTransformer(nn.Module):
 
     def positional_embedding_for(self, grid_h, grid_w):
         """(1 + grid_h * grid_w, width): the grid part resized bicubically to another patch grid."""
-        pos = self.positional_embedding
         side = self.input_resolution // self.patch_size
-        if (grid_h, grid_w) == (side, side):
-            return pos
-        grid = pos[1:].T.reshape(1, -1, side, side).float()
-        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
-        return torch.cat([pos[:1], grid.reshape(-1, grid_h * grid_w).T.to(pos.dtype)])
+        return resize_positional_embedding(self.positional_embedding, (side, side), (grid_h, grid_w))
 
     def tokens(self, x, layers=None):
         """(B, 3, H, W) -> (1 + h*w, B, width) after the first `layers` blocks (all by default)."""
@@ -247,30 +257,40 @@ class CLIP(nn.Module):
         x = self.ln_final(x).type(self.dtype)
         return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
 
+    @property
+    def dense_features(self):
+        """The `features` encode_image_dense accepts for this image tower."""
+        return ("trunk", "value", "maskclip") if isinstance(self.visual, ModifiedResNet) else ("tokens", "value",
+                                                                                              "maskclip")
+
     def encode_image_dense(self, image, features="trunk"):
         """(B, 3, H, W) -> per-patch features (B, C, H/s, W/s), s = 32 (ResNet) or the ViT patch size.
 
         features:
-          "trunk"  (ResNet) layer4 output, C = 32 * width (2048 for RN50), not projected: DepthCLIP's input.
-          "value"  C = embed_dim. ResNet: c_proj(v_proj(f)) at each layer4 position. ViT: the last block's
-                   out_proj(V(ln_1(x))) for each patch token, then ln_post and proj (MaskCLIP).
-          "tokens" (ViT) C = embed_dim: the last layer's patch tokens through ln_post and proj.
+          "trunk"    (ResNet) layer4 output, C = 32 * width (2048 for RN50), not projected: DepthCLIP's input.
+          "value"    C = embed_dim. ResNet: c_proj(v_proj(f)) at each layer4 position. ViT: the last block's
+                     out_proj(V(ln_1(x))) for each patch token (no residual, no MLP), then ln_post and proj.
+          "maskclip" C = embed_dim, MaskCLIP's features. ResNet: as "value". ViT: the last block with its
+                     attention replaced by the value path, v = x + out_proj(V(ln_1(x))), v = v + mlp(ln_2(v)),
+                     then ln_post and proj.
+          "tokens"   (ViT) C = embed_dim: the last layer's patch tokens through ln_post and proj.
         H and W must be multiples of s.
         """
+        if features not in self.dense_features:
+            kind = "ResNet" if isinstance(self.visual, ModifiedResNet) else "ViT"
+            raise ValueError(f"features={features!r} is not available for a {kind} CLIP; use one of "
+                             f"{', '.join(self.dense_features)}")
         image = image.type(self.dtype)
         if isinstance(self.visual, ModifiedResNet):
-            if features not in ("trunk", "value"):
-                raise ValueError(f"features={features!r} is not available for a ResNet CLIP; use 'trunk' or 'value'")
             trunk = self.visual.trunk(image)
             return trunk if features == "trunk" else self.visual.attnpool.value_map(trunk)
-        if features not in ("tokens", "value"):
-            raise ValueError(f"features={features!r} is not available for a ViT CLIP; use 'tokens' or 'value'")
         h, w = image.shape[-2] // self.visual.patch_size, image.shape[-1] // self.visual.patch_size
         if features == "tokens":
             x = self.visual.tokens(image)
         else:
             blocks = self.visual.transformer.resblocks
-            x = blocks[-1].value_path(self.visual.tokens(image, layers=len(blocks) - 1))
+            last = blocks[-1].value_path if features == "value" else blocks[-1].maskclip
+            x = last(self.visual.tokens(image, layers=len(blocks) - 1))
         patches = self.visual.ln_post(x[1:]) @ self.visual.proj  # (hw, B, embed_dim)
         return patches.permute(1, 2, 0).reshape(image.shape[0], -1, h, w)
 

@@ -1,2 +1,2 @@
-from .images import NORMALIZATIONS, DataError, normalized, open_image, unnormalize
+from .images import MODEL, NORMALIZATIONS, DataError, mean_std, normalized, open_image, unnormalize
 from .nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, NYUDepthV2, scene_of

@@ -6,8 +6,9 @@ from clip import CLIP_MEAN, CLIP_STD, to_tensor
 
 NORMALIZATIONS = {  # --normalize: (mean, std) per RGB channel
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the authors' choice
-    "clip": (CLIP_MEAN, CLIP_STD),  # CLIP's training statistics
+    "clip": (CLIP_MEAN, CLIP_STD),  # OpenAI CLIP's training statistics
 }
+MODEL = "model"  # --normalize model: the loaded model's own statistics (MonoCLIP.mean_std), known once it is loaded
 MODE_NAMES = {"1": "1-bit black-and-white", "L": "8-bit grayscale", "LA": "8-bit grayscale with alpha",
               "P": "8-bit palette", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "CMYK": "CMYK", "F": "32-bit float",
               "I": "32-bit integer", "I;16": "16-bit grayscale"}
@@ -32,18 +33,26 @@ def open_image(path):
     return image
 
 
-def check_normalization(normalize):
+def mean_std(normalize):
+    """A normalization's (mean, std): a name of NORMALIZATIONS, or a (mean, std) pair as it is."""
+    if isinstance(normalize, (tuple, list)):
+        return tuple(normalize)
+    if normalize == MODEL:
+        raise ValueError("normalize='model' stands for the CLIP model's own mean and std: give them as (mean, std), "
+                         "e.g. MonoCLIP(...).mean_std")
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise ValueError(f"unknown normalization {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}, "
+                         f"or a (mean, std) pair")
+    return NORMALIZATIONS[normalize]
 
 
 def normalized(image, normalize="imagenet"):
-    """PIL RGB image -> (3, H, W) float32: /255, then the named mean/std."""
-    return to_tensor(image, *NORMALIZATIONS[normalize])
+    """PIL RGB image -> (3, H, W) float32: /255, then the normalization's mean/std."""
+    return to_tensor(image, *mean_std(normalize))
 
 
 def unnormalize(rgb, normalize="imagenet"):
     """(3, H, W) normalized tensor -> (H, W, 3) uint8, undoing `normalized` (for pictures)."""
-    mean, std = NORMALIZATIONS[normalize]
+    mean, std = mean_std(normalize)
     rgb = rgb.cpu().float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -12,7 +12,7 @@ import torch
 
 from calculate_error import NYU_MAX_DEPTH
 
-from .images import DataError, check_normalization, describe_mode, normalized, open_image
+from .images import MODEL, DataError, describe_mode, mean_std, normalized, open_image
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
@@ -92,13 +92,16 @@ class NYUDepthV2(torch.utils.data.Dataset):
 
     test_list: a list file (default: the 654 pairs of the paper) or 'auto' for every pair on disk.
     scenes: keep only these scene folders. limit: keep the first N pairs (after sorting and scenes).
+    normalize: a name of NORMALIZATIONS or a (mean, std) pair; 'model' must be replaced by the model's pair
+    (dataset.normalize = model.mean_std) before items are read.
     with_rgb=False leaves the RGB undecoded (an empty tensor in its place), for runs that do not read the pixels:
     baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
     """
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
                  normalize="imagenet", with_rgb=True):
-        check_normalization(normalize)
+        if normalize != MODEL:
+            mean_std(normalize)  # a bad name fails here, not in the first item
         self.root = os.path.join(data_path, SPLIT_DIR)
         self.normalize = normalize
         self.with_rgb = with_rgb

@@ -1,4 +1,4 @@
-"""Beyond the paper: MaskCLIP value features, ViT patch tokens, other backbones, CLIP normalization.
+"""Beyond the paper: MaskCLIP features, the bare value path, ViT patch tokens, other backbones, CLIP normalization.
 
 Each dense feature is checked against the same computation written out here with plain tensor operations
 on the model's own weights; the nine released geometries are checked on PyTorch's meta device (shapes only).
@@ -91,6 +91,32 @@ def test_vit_value_is_the_last_block_value_path(vit, image):
     torch.testing.assert_close(dense, expected.permute(1, 2, 0).reshape(2, 64, 26, 34), atol=1e-5, rtol=1e-4)
 
 
+def test_vit_maskclip_keeps_the_residual_and_the_mlp(vit, image):
+    """MaskCLIP's ViT features (chongzhou96/MaskCLIP, vit.py, return_qkv): v = out_proj(V(ln_1 x)); v += x;
+    v = v + mlp(ln_2 v); then ln_post and proj."""
+    blocks, visual = vit.visual.transformer.resblocks, vit.visual
+    last_input = []
+    hook = blocks[-1].register_forward_pre_hook(lambda module, args: last_input.append(args[0]))
+    with torch.no_grad():
+        vit.encode_image(image)
+        dense = vit.encode_image_dense(image, "maskclip")
+    hook.remove()
+    x, width = last_input[0], last_input[0].shape[-1]
+    block = blocks[-1]
+    v = layer_norm(x, block.ln_1) @ block.attn.in_proj_weight[2 * width:].T + block.attn.in_proj_bias[2 * width:]
+    v = x + v @ block.attn.out_proj.weight.T + block.attn.out_proj.bias
+    hidden = layer_norm(v, block.ln_2) @ block.mlp.c_fc.weight.T + block.mlp.c_fc.bias
+    v = v + (hidden * torch.sigmoid(1.702 * hidden)) @ block.mlp.c_proj.weight.T + block.mlp.c_proj.bias  # QuickGELU
+    expected = layer_norm(v[1:], visual.ln_post) @ visual.proj
+    torch.testing.assert_close(dense, expected.permute(1, 2, 0).reshape(2, 64, 26, 34), atol=1e-5, rtol=1e-4)
+
+
+def test_resnet_maskclip_is_the_value_path(model, image):
+    with torch.no_grad():
+        torch.testing.assert_close(model.clip.encode_image_dense(image, "maskclip"),
+                                   model.clip.encode_image_dense(image, "value"), atol=0, rtol=0)
+
+
 def test_vit_tokens_are_the_last_layer_patch_tokens(vit, image):
     outputs = []
     hook = vit.visual.transformer.resblocks[-1].register_forward_hook(lambda m, args, out: outputs.append(out))
@@ -115,7 +141,7 @@ def test_positional_embedding_is_resized_bicubically_keeping_the_class_position(
 
 
 @pytest.mark.parametrize("patch, grid", [(32, (13, 17)), (16, (26, 34)), (14, (30, 39))])
-@pytest.mark.parametrize("features", ["value", "tokens"])
+@pytest.mark.parametrize("features", ["maskclip", "value", "tokens"])
 def test_vit_monoclip_at_nyu_size(vit_paths, image, patch, grid, features):
     model = MonoCLIP(vit_paths[patch], device="cpu", features=features, temperature=2.0)
     with torch.no_grad():
@@ -148,7 +174,7 @@ def test_the_nine_released_geometries_build_and_give_dense_features(name):
         patch = config["vision_patch_size"] or 32
         size = (416, 544) if patch != 14 else (420, 546)  # MonoCLIP resizes the crop to multiples of 14
         x = torch.empty(1, 3, *size)
-        for features in ("value", "tokens") if vit else ("trunk", "value"):
+        for features in ("maskclip", "value", "tokens") if vit else ("trunk", "maskclip", "value"):
             dense = model.encode_image_dense(x, features)
             channels = config["embed_dim"] if features != "trunk" else 32 * config["vision_width"]
             assert dense.shape == (1, channels, size[0] // patch, size[1] // patch)

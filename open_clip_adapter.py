@@ -1,0 +1,151 @@
+"""open_clip models for DepthCLIP: `--clip_model open_clip:<model>[@<pretrained>]`, through one small adapter.
+
+    open_clip:ViT-H-14@laion2b_s32b_b79k       a model and one of its pretrained tags (open_clip.list_pretrained())
+    open_clip:RN50-quickgelu@/path/RN50.pt     a model and a local checkpoint file
+    open_clip:hf-hub:<org>/<repo>              a model on the Hugging Face hub
+    open_clip:ViT-B-16                         a model without weights (random, for trying things)
+
+The adapter gives an open_clip model the surface MonoCLIP uses of the vendored CLIP (clip/): encode_text,
+encode_image_dense, dense_features, visual, dtype; open_clip's own tokenizer and image mean/std come with it.
+Dense features are defined exactly as clip/model.py's encode_image_dense, on open_clip's modules:
+  ResNet towers (ModifiedResNet): "trunk" (layer4), "value" = "maskclip" = c_proj(v_proj(trunk)).
+  ViT towers (VisionTransformer, LayerScale included): "tokens", "value" = ls_1(out_proj(V(ln_1 x))) of the
+  last block, "maskclip" = v = x + ls_1(out_proj(V(ln_1 x))), v = v + ls_2(mlp(ln_2 v)); each then ln_post and
+  proj per patch token, the positional embedding resized to the input's patch grid.
+Downloads go through open_clip's own cache and progress bars. open_clip_torch is imported only here.
+"""
+import logging
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip.model import resize_positional_embedding
+
+PREFIX = "open_clip:"
+
+
+def import_open_clip():
+    try:
+        import open_clip
+    except ImportError:
+        raise RuntimeError("open_clip models need the open_clip_torch package: pip install open_clip_torch") from None
+    return open_clip
+
+
+def parse(spec):
+    """'open_clip:<model>[@<pretrained>]' -> (model, pretrained or None)."""
+    model, _, pretrained = spec[len(PREFIX):].partition("@")
+    return model, pretrained or None
+
+
+def check(spec):
+    """(model, pretrained) of a spec open_clip can load; a ValueError naming what it cannot."""
+    open_clip = import_open_clip()
+    name, pretrained = parse(spec)
+    if not name.startswith("hf-hub:") and name not in open_clip.list_models():
+        raise ValueError(f"{spec}: open_clip has no model {name!r}; choose one of open_clip.list_models(), e.g. "
+                         f"ViT-B-16, or hf-hub:<org>/<repo>")
+    if pretrained and not os.path.isfile(pretrained) and not name.startswith("hf-hub:"):
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ValueError(f"{spec}: {pretrained!r} is neither a pretrained tag of {name} "
+                             f"({', '.join(tags) or 'it has none'}) nor a checkpoint file")
+    return name, pretrained
+
+
+def load(spec, device):
+    """An open_clip model, as OpenCLIP, fp16 on CUDA and fp32 on a CPU (as clip.load gives OpenAI's)."""
+    open_clip = import_open_clip()
+    name, pretrained = check(spec)
+    precision = "fp16" if torch.device(device).type == "cuda" else "fp32"
+    logging.disable(logging.ERROR)  # a failed download is logged by open_clip and the hub, then raised: say it once
+    try:
+        model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise RuntimeError(f"{spec}: {reason}; open_clip keeps downloads in ~/.cache/huggingface, or pass a local "
+                           f"file as open_clip:{name}@/path/to/checkpoint") from None
+    finally:
+        logging.disable(logging.NOTSET)
+    return OpenCLIP(model.eval(), open_clip.get_tokenizer(name), spec)
+
+
+class OpenCLIP(nn.Module):
+    """An open_clip CLIP seen through the vendored CLIP's surface (see the module's docstring)."""
+
+    def __init__(self, model, tokenizer, name):
+        super().__init__()
+        import open_clip
+        self.model, self.tokenize = model, tokenizer
+        self.visual = model.visual
+        self.resnet = isinstance(self.visual, open_clip.modified_resnet.ModifiedResNet)
+        if self.resnet:
+            self.dense_features = ("trunk", "value", "maskclip")
+        elif isinstance(self.visual, open_clip.transformer.VisionTransformer) and self.visual.attn_pool is None:
+            self.dense_features = ("tokens", "value", "maskclip")
+        else:
+            pooler = " with an attentional pooler" if getattr(self.visual, "attn_pool", None) is not None else ""
+            raise ValueError(f"{name} has a {type(self.visual).__name__} image tower{pooler}; DepthCLIP's dense "
+                             f"features need a ResNet (ModifiedResNet) or a ViT (VisionTransformer) tower without "
+                             f"attentional pooling")
+        preprocess = open_clip.get_model_preprocess_cfg(model)
+        self.mean_std = (tuple(preprocess["mean"]), tuple(preprocess["std"]))
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def encode_text(self, tokens):
+        return self.model.encode_text(tokens)
+
+    def encode_image_dense(self, image, features="trunk"):
+        """(B, 3, H, W) -> (B, C, H/s, W/s), as clip/model.py's CLIP.encode_image_dense."""
+        if features not in self.dense_features:
+            raise ValueError(f"features={features!r} is not available for {type(self.visual).__name__}; use one of "
+                             f"{', '.join(self.dense_features)}")
+        image = image.type(self.dtype)
+        visual = self.visual
+        if self.resnet:
+            trunk = visual.layer4(visual.layer3(visual.layer2(visual.layer1(visual.stem(image)))))
+            if features == "trunk":
+                return trunk
+            pool = visual.attnpool
+            return pool.c_proj(pool.v_proj(trunk.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+        x = visual.conv1(image)  # (B, width, h, w)
+        B, _, h, w = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, hw, width)
+        cls = visual.class_embedding.to(x.dtype).expand(B, 1, -1)
+        pos = resize_positional_embedding(visual.positional_embedding, visual.grid_size, (h, w))
+        x = visual.ln_pre(torch.cat([cls, x], dim=1) + pos.to(x.dtype))  # (B, 1 + hw, width)
+        transformer = visual.transformer
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        *blocks, last = transformer.resblocks
+        for block in blocks:
+            x = block(x)
+        if features == "tokens":
+            x = last(x)
+        else:
+            v = last.ls_1(value_path(last, x))
+            x = v if features == "value" else maskclip(last, x, v)
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        patches = visual.ln_post(x[:, 1:])  # (B, hw, width)
+        if visual.proj is not None:
+            patches = patches @ visual.proj
+        return patches.transpose(1, 2).reshape(B, -1, h, w)
+
+
+def value_path(block, x):
+    """out_proj(V(ln_1(x))) of an open_clip ResidualAttentionBlock, per token."""
+    width = x.shape[-1]
+    attn = block.attn
+    return attn.out_proj(F.linear(block.ln_1(x), attn.in_proj_weight[2 * width:], attn.in_proj_bias[2 * width:]))
+
+
+def maskclip(block, x, v):
+    """MaskCLIP's last block: the value path v added to the residual, then the block's MLP (LayerScale kept)."""
+    v = x + v
+    return v + block.ls_2(block.mlp(block.ln_2(v)))
