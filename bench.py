@@ -7,9 +7,10 @@ No weights or data are needed: a seeded checkpoint with RN50's full geometry and
 generated in a temporary folder (deleted afterwards). In one process, after a warm-up, it times, in
 --repeats alternating rounds whose median (and min, max) it reports,
 (a) the authors' loop: batch 1, the image and its mirror as two forward passes, files decoded on the main
-    thread, standard memory layout, fp32 on a CPU (fp16 on a GPU, as they ran it);
-(b) eval.py's loop: batches holding both views (one image per pass on a CPU), channels_last, decoding
-    workers on a GPU, the chosen precision;
+    thread, OpenAI's CLIP as loaded (standard memory layout, no folding), fp32 on a CPU (fp16 on a GPU, as they
+    ran it);
+(b) eval.py's loop: batches holding both views (one image per pass on a CPU), BatchNorm folded into the
+    convolutions, channels_last, decoding workers on a GPU, the chosen precision;
 and checks that the two give the same metrics. With a precision other than fp32 it also runs (b) in fp32
 and reports how far each metric moved. Then, through eval.py itself: one prompt setting against the 8 of
 configs/ablations.json as one --sweep, and a cold --cache run against a warm one with another setting.
@@ -37,7 +38,9 @@ import eval as evaluation
 import options
 from calculate_error import NYU_METRICS, per_image_errors_NYU
 from datasets import NYUDepthV2
-from monoclip import MonoCLIP, pick_device, pick_precision
+import clip
+from monoclip import (TEMPERATURE, DepthPrompts, EncodedPrompts, MonoCLIP, depth_head, patch_features, pick_device,
+                      pick_precision, text_features)
 from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
 from synthetic.nyu_like import write_dataset
 
@@ -85,6 +88,23 @@ def cpu_name():
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class AuthorsModel(torch.nn.Module):
+    """The authors' MonoCLIP as they ran it: OpenAI's CLIP as clip.load gives it (no BatchNorm folding, standard
+    memory layout), the trunk, the normalization and channel quirk, the head; the paper's prompts."""
+
+    def __init__(self, checkpoint, device, precision):
+        super().__init__()
+        self.clip, _ = clip.load(checkpoint, device=device)
+        if precision == "fp32":
+            self.clip.float()
+        self.device = device
+        self.prompts = EncodedPrompts(text_features(self.clip, DepthPrompts()),
+                                      torch.tensor(DepthPrompts().column_bins, device=device), TEMPERATURE)
+
+    def forward(self, x):
+        return depth_head(*patch_features(self.clip, x, "paper"), self.prompts)
 
 
 def authors_loop(model, dataset):
@@ -173,8 +193,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     timed_set, warmup = NYUDepthV2(data_path, "auto"), NYUDepthV2(warmup_path, "auto")
 
     authors_precision = pick_precision("auto", device)  # fp16 on a GPU, fp32 on a CPU: as they ran it
-    authors_model = MonoCLIP(checkpoint, device=device, precision=authors_precision)
-    authors_model.clip.visual.to(memory_format=torch.contiguous_format)  # the authors' memory layout
+    authors_model = AuthorsModel(checkpoint, device, authors_precision)
     model = MonoCLIP(checkpoint, device=device, precision=precision)
     authors_loop(authors_model, warmup)
     eval_loop(model, warmup, batch_size, workers)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 import cli
 from clip import sha256_of_file
 
-FORMAT = 3  # bump when what an entry holds, or how it is computed, changes
+FORMAT = 4  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
 
 

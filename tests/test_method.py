@@ -11,7 +11,7 @@ import clip
 import eval as evaluation
 from calculate_error import compute_errors_NYU
 from datasets import NYUDepthV2
-from monoclip import (CLIP_LOGIT_SCALE, DepthPrompts, MonoCLIP, depth_head, keep_every_other_channel,
+from monoclip import (CLIP_LOGIT_SCALE, DepthPrompts, MonoCLIP, depth_head, keep_every_other_channel, patch_features,
                       text_features)
 
 TOLERANCE = 1e-5
@@ -137,3 +137,13 @@ def test_prediction_is_flip_averaged_and_upsampled(model, nyu_like):
         expected = F.interpolate(0.5 * (model(rgb) + model(rgb.flip(3)).flip(3)), size=(416, 544), mode="bilinear",
                                  align_corners=True)
         torch.testing.assert_close(model.predict(rgb), expected, atol=1e-6, rtol=0)
+
+
+def test_batchnorm_folding_moves_depth_by_rounding_only(model, checkpoint):
+    """MonoCLIP folds each BatchNorm into its convolution (torch's fuse_conv_bn_eval): the same function."""
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.clip.visual.modules())
+    unfolded, _ = clip.load(checkpoint, device="cpu")
+    x = golden_model_input()
+    with torch.inference_mode():
+        expected = depth_head(*patch_features(unfolded, x, "paper"), model.encoded)
+        torch.testing.assert_close(model(x), expected, atol=2e-6, rtol=0)
