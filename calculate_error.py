@@ -1,35 +1,47 @@
-"""Depth metrics as the DepthCLIP authors computed them (NYU Depth V2 and KITTI protocols).
+"""Depth metrics: NYU Depth V2 as the DepthCLIP authors computed them, and KITTI's two protocols.
 
-Every metric is computed per image over its valid pixels and then averaged over images, whatever
-the batch size. All work is tensor operations on the tensors' own device.
+Every metric is computed per image over its valid pixels and then averaged over images, whatever the batch
+size. Optionally (median_scale) each prediction is first scaled by median(gt) / median(prediction) over its
+valid pixels, as monodepth2's evaluation does, to separate "orders depth correctly" from "knows metres".
 """
+import numpy as np
 import torch
 
-NYU_METRICS = ["abs_diff", "a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel"]
-KITTI_METRICS = ["abs_diff", "abs_rel", "sq_rel", "a1", "a2", "a3", "rmse", "rmse_log"]
+METRICS = ["abs_diff", "a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel"]  # per image, both datasets
+NYU_METRICS = METRICS
 TABLE_COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"),
                  ("rmse", "rmse")]  # the paper's table: each column's title and metric
 
 NYU_MAX_DEPTH = 10.0
 NYU_PASTE_BOX = (56, 472, 60, 604)  # rows, cols of the 416x544 evaluated crop inside the 480x640 frame
 NYU_EIGEN_CROP = (45, 471, 46, 601)  # rows, cols of the standard Eigen evaluation crop
+KITTI_CAP = 80.0
+KITTI_BENCHMARK_CROP = (352, 1216)  # rows, cols: the frame's bottom rows and centred columns, the model's input
+KITTI_CROPS = {  # --eval_crop: (top, bottom, left, right) as fractions of the scored frame
+    "garg": (0.40810811, 0.99189189, 0.03594771, 0.96405229),  # Garg et al. 2016, as BTS and the authors
+    "eigen": (0.3324324, 0.91351351, 0.0359477, 0.96405229),  # Eigen et al. 2014, as BTS
+    "none": None,
+}
 
 
-def _per_image(gt, pred, valid):
-    """gt, pred, valid: (B, H, W). Each metric as a (B,) tensor over that image's valid pixels."""
-    rows = [_metrics(g[v], p[v]) for g, p, v in zip(gt, pred, valid)]
-    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+def score(gt, pred, cap, median_scale=False):
+    """gt, pred: (N,) one image's valid pixels -> {metric: scalar} (and 'scale' with median_scale).
 
+    Float64 sums, so neither batching nor pixel order can change a digit; an image with no valid pixel gets
+    NaN, as in the authors' code. Both are clamped to [1e-3, cap] after any scaling.
+    """
+    scale = None
+    if median_scale:
+        scale = float(np.median(gt.cpu().numpy()) / np.median(pred.cpu().numpy())) if gt.numel() else float("nan")
+        pred = pred * scale
+    gt, pred = gt.clamp(1e-3, cap), pred.clamp(1e-3, cap)
 
-def _metrics(gt, pred):
-    """gt, pred: (N,) one image's valid pixels. Each metric a scalar; an image with no valid pixel gets NaN, as
-    in the authors' code. Float64 sums, so neither batching nor pixel order can change a digit."""
     def mean(x):
         return x.sum(dtype=torch.float64) / x.numel()
 
     ratio = torch.maximum(gt / pred, pred / gt)
     diff = gt - pred
-    return {
+    metrics = {
         "abs_diff": mean(diff.abs()),
         "a1": mean(ratio < 1.25),
         "a2": mean(ratio < 1.25 ** 2),
@@ -40,6 +52,14 @@ def _metrics(gt, pred):
         "rmse_log": mean((torch.log(gt) - torch.log(pred)) ** 2).sqrt(),
         "sq_rel": mean(diff ** 2 / gt),
     }
+    if median_scale:
+        metrics["scale"] = torch.tensor(scale, dtype=torch.float64)
+    return metrics
+
+
+def stacked(rows):
+    """[{metric: scalar}] per image -> {metric: (B,) tensor}."""
+    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
 
 def paste_into_frame(pred, height=480, width=640):
@@ -50,7 +70,7 @@ def paste_into_frame(pred, height=480, width=640):
     return frame
 
 
-def per_image_errors_NYU(gt, pred, crop=True):
+def per_image_errors_NYU(gt, pred, crop=True, median_scale=False):
     """gt (B, 1, 480, 640) metres, pred (B, 1, 416, 544) metres -> {metric: (B,) tensor}.
 
     The prediction is pasted back into the full frame (zeros elsewhere); a pixel counts where
@@ -61,8 +81,7 @@ def per_image_errors_NYU(gt, pred, crop=True):
         top, bottom, left, right = NYU_EIGEN_CROP
         gt, pred = gt[:, top:bottom, left:right], pred[:, top:bottom, left:right]
     valid = (gt < NYU_MAX_DEPTH) & (gt > 1e-3) & (pred > 1e-3)
-    metrics = _per_image(gt.clamp(1e-3, NYU_MAX_DEPTH), pred.clamp(1e-3, NYU_MAX_DEPTH), valid)
-    return {name: metrics[name] for name in NYU_METRICS}
+    return stacked([score(g[v], p[v], NYU_MAX_DEPTH, median_scale) for g, p, v in zip(gt, pred, valid)])
 
 
 def compute_errors_NYU(gt, pred, crop=True):
@@ -70,22 +89,40 @@ def compute_errors_NYU(gt, pred, crop=True):
     return {name: value.mean().item() for name, value in per_image_errors_NYU(gt, pred, crop).items()}
 
 
-def per_image_errors_KITTI(gt, pred, crop=True, cap=80.0):
-    """gt, pred (B, 1, H, W) metres at the same size -> {metric: (B,) tensor}.
+def kitti_crop_box(height, width):
+    """(rows, cols) slices of the benchmark crop in a frame of this size: the bottom rows, the centred columns."""
+    top, left = height - KITTI_BENCHMARK_CROP[0], (width - KITTI_BENCHMARK_CROP[1]) // 2
+    return slice(top, top + KITTI_BENCHMARK_CROP[0]), slice(left, left + KITTI_BENCHMARK_CROP[1])
 
-    A pixel counts where 1e-3 < gt < cap and, with crop, inside Garg et al.'s crop; both clamped to [1e-3, cap].
+
+def kitti_errors(gt, pred, crop="garg", cap=KITTI_CAP, median_scale=False):
+    """gt, pred: (H, W) metres, one image, one size -> {metric: scalar}: a pixel counts where 1e-3 < gt < cap
+    and inside the named crop (KITTI_CROPS' fractions of this frame)."""
+    valid = (gt > 1e-3) & (gt < cap)
+    if KITTI_CROPS[crop]:
+        top, bottom, left, right = KITTI_CROPS[crop]
+        h, w = gt.shape
+        box = torch.zeros_like(valid)
+        box[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
+        valid &= box
+    return score(gt[valid], pred[valid], cap, median_scale)
+
+
+def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", cap=KITTI_CAP, median_scale=False):
+    """gt (B, 1, H', W') full frames padded with zeros, pred (B, 1, 352, 1216) metres over the benchmark crop,
+    frame_sizes [(H, W)] each frame's true size -> {metric: (B,) tensor}.
+
+    protocol "bts": the prediction pasted into its full frame (zeros elsewhere) and scored there (BTS, AdaBins
+    and most follow-ups). protocol "authors": the ground truth cropped to the benchmark box and scored there, the
+    crop's fractions taken of that box (the DepthCLIP authors' inherited evaluation).
     """
-    gt, pred = gt[:, 0].float(), pred[:, 0].float()
-    valid = (gt < cap) & (gt > 1e-3)
-    if crop:
-        h, w = gt.shape[-2:]
-        garg = torch.zeros_like(valid)
-        garg[:, int(0.40810811 * h):int(0.99189189 * h), int(0.03594771 * w):int(0.96405229 * w)] = True
-        valid &= garg
-    metrics = _per_image(gt.clamp(1e-3, cap), pred.clamp(1e-3, cap), valid)
-    return {name: metrics[name] for name in KITTI_METRICS}
-
-
-def compute_errors(gt, pred, crop=True, cap=80.0):
-    """KITTI: the batch mean of per_image_errors_KITTI, as {metric: float}."""
-    return {name: value.mean().item() for name, value in per_image_errors_KITTI(gt, pred, crop, cap).items()}
+    rows = []
+    for truth, depth, (h, w) in zip(gt[:, 0].float(), pred[:, 0].float(), frame_sizes):
+        box = kitti_crop_box(h, w)
+        if protocol == "bts":
+            frame = depth.new_zeros(h, w)
+            frame[box] = depth
+            rows.append(kitti_errors(truth[:h, :w], frame, crop, cap, median_scale))
+        else:
+            rows.append(kitti_errors(truth[box], depth, crop, cap, median_scale))
+    return stacked(rows)

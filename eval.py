@@ -24,9 +24,8 @@ from tqdm import tqdm
 import cli
 import options
 import visualize
-from calculate_error import NYU_METRICS, TABLE_COLUMNS, per_image_errors_NYU
-from datasets import MODEL, NYUDepthV2, mean_std, scene_of, unnormalize
-from datasets.nyu import INPUT_SIZE, RGB_CROP_BOX, load_rgb
+from calculate_error import METRICS, TABLE_COLUMNS, per_image_errors_KITTI, per_image_errors_NYU
+from datasets import DEFAULT_DATA_PATH, MODEL, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
 from feature_cache import FeatureCache
 from monoclip import pick_device
 
@@ -44,17 +43,17 @@ def start_distributed(device):
 
 
 # ---------------------------------------------------------------- predictors: (rgb, files, indices) -> [pred per run]
-def lower_bound(seed):
+def lower_bound(seed, size):
     """The paper's lower bound: every pixel of image i an independent U(0, 10) draw, seeded by (seed, i)."""
     def predict(rgb, files, indices):
-        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *INPUT_SIZE)) for i in indices]
+        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *size)) for i in indices]
         return [torch.from_numpy(np.stack(draws).astype(np.float32))]
     return predict
 
 
-def constant(depth):
+def constant(depth, size):
     def predict(rgb, files, indices):
-        return [torch.full((len(files), 1, *INPUT_SIZE), float(depth))]
+        return [torch.full((len(files), 1, *size), float(depth))]
     return predict
 
 
@@ -66,15 +65,18 @@ def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
             features, grid = model.view_features(rgb, flip)
         else:
             features, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
-                                                 functools.partial(load_rgb, normalize=dataset.normalize), flip)
-        return [model.depth_from_features(features, grid, INPUT_SIZE, flip, prompts) for prompts in encoded_prompts]
+                                                 functools.partial(dataset.load_rgb, normalize=dataset.normalize),
+                                                 flip)
+        return [model.depth_from_features(features, grid, dataset.input_size, flip, prompts)
+                for prompts in encoded_prompts]
     return predict
 
 
-def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None):
+def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, errors=per_image_errors_NYU):
     """Per run, the per-image metric rows {'index', 'file', metric: float} for every image the loader yields.
 
-    pictures, if given, is called with each batch's (rgb, gt, pred of the first run, files, indices).
+    errors(gt, pred, indices) -> {metric: (B,)}. pictures, if given, is called with each batch's
+    (rgb, gt, pred of the first run, files, indices).
     """
     rows = [[] for _ in range(runs)]
     with tqdm(total=len(loader.dataset), desc="eval", unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -85,10 +87,10 @@ def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None):
                 pictures(rgb, gt, preds[0], files, indices)
             gt = gt.to(preds[0].device, non_blocking=True)
             for run_rows, pred in zip(rows, preds):
-                errors = per_image_errors_NYU(gt, pred)
-                values = torch.stack([errors[name] for name in NYU_METRICS], dim=1).tolist()  # (B, metrics)
-                run_rows += [{"index": i, "file": f, **dict(zip(NYU_METRICS, v))}
-                             for i, f, v in zip(indices, files, values)]
+                scored = errors(gt, pred, indices)
+                names = list(scored)  # the metrics, and 'scale' with --median_scale
+                values = torch.stack([scored[name] for name in names], dim=1).tolist()  # (B, metrics)
+                run_rows += [{"index": i, "file": f, **dict(zip(names, v))} for i, f, v in zip(indices, files, values)]
             bar.update(len(files))
     return rows
 
@@ -133,11 +135,11 @@ def save_bin_weights(model, dataset, index, folder):
 
 # ---------------------------------------------------------------- results
 def mean_metrics(rows):
-    return {name: float(np.mean([row[name] for row in rows])) for name in NYU_METRICS}
+    return {name: float(np.mean([row[name] for row in rows])) for name in METRICS}
 
 
-def summarize(rows):
-    """Mean metrics over all images and per scene."""
+def summarize(rows, scene_of=scene_of):
+    """Mean metrics over all images and per scene (NYU) or drive (KITTI)."""
     by_scene = defaultdict(list)
     for row in rows:
         by_scene[scene_of(row["file"])].append(row)
@@ -162,18 +164,41 @@ def main(argv=None):
         return run(args, runs, output)
 
 
-def run(args, runs, output):
+def open_dataset(args):
+    """The evaluated dataset, (its items' scene or drive, the per-image errors function, config entries)."""
     with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
-    dataset = NYUDepthV2(args.data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
+    if args.dataset == "NYU":
+        data_path = args.data_path or DEFAULT_DATA_PATH
+        dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
+                             normalize=args.normalize, with_rgb=with_rgb)
+
+        def errors(gt, pred, indices):
+            return per_image_errors_NYU(gt, pred, median_scale=args.median_scale)
+        config = {"testfile_nyu": args.testfile_nyu if args.testfile_nyu == "auto" else os.path.abspath(args.testfile_nyu)}
+        return dataset, scene_of, errors, {"data_path": os.path.abspath(data_path), **config}
+    data_path = args.data_path or kitti.DEFAULT_DATA_PATH
+    dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
                          normalize=args.normalize, with_rgb=with_rgb)
+
+    def errors(gt, pred, indices):
+        return per_image_errors_KITTI(gt, pred, [dataset.frame_size(i) for i in indices], args.kitti_protocol,
+                                      args.eval_crop, args.cap, args.median_scale)
+    config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(dataset.gt_root),
+              "testfile_kitti": args.testfile_kitti if args.testfile_kitti == "auto"
+              else os.path.abspath(args.testfile_kitti), "kitti_protocol": args.kitti_protocol,
+              "eval_crop": args.eval_crop, "cap": args.cap}
+    return dataset, drive_of, errors, config
+
+
+def run(args, runs, output):
+    dataset, scene, errors, dataset_config = open_dataset(args)
     index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
     bins_index = image_index(dataset, args.img_save_bins) if args.img_save_bins is not None else None
     rank, world, device = start_distributed(pick_device(args.device))
     workers = options.default_workers(device) if args.workers is None else args.workers
     flip, cache = not args.no_flip, None
-    data = {"dataset": args.dataset, "data_path": os.path.abspath(args.data_path),
-            "testfile_nyu": args.testfile_nyu if args.testfile_nyu == "auto" else os.path.abspath(args.testfile_nyu),
-            "scenes": args.scenes, "limit": args.limit, "normalize": args.normalize, "flip": flip,
+    data = {"dataset": args.dataset, **dataset_config, "scenes": args.scenes, "limit": args.limit,
+            "median_scale": args.median_scale, "normalize": args.normalize, "flip": flip,
             "batch_size": args.batch_size, "workers": workers, "world_size": world}
 
     if args.method == "monoclip":
@@ -191,13 +216,14 @@ def run(args, runs, output):
             weights = model.checkpoint_sha256 or model.clip_model  # open_clip's released weights: by model and tag
             cache = FeatureCache(args.cache, {"weights": weights, "features": model.features,
                                               "precision": model.precision, "device": model.device.type,
-                                              "dataset": args.dataset, "crop": RGB_CROP_BOX,
+                                              "dataset": args.dataset, "input_size": dataset.input_size,
                                               "normalize": mean_std(dataset.normalize)})
         predict = depthclip(model, [model.encode_prompts(prompts) for _, prompts, _ in runs], flip, cache, dataset)
     else:
         baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
         runs, configs = [(args.method, None, None)], [{**baseline, **data, "method": args.method}]
-        predict = lower_bound(args.seed) if args.method == "lower_bound" else constant(args.constant_depth)
+        predict = (lower_bound(args.seed, dataset.input_size) if args.method == "lower_bound"
+                   else constant(args.constant_depth, dataset.input_size))
 
     shard = Subset(dataset, range(rank, len(dataset), world))  # each image exactly once across processes
     loader = DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=workers,
@@ -206,7 +232,7 @@ def run(args, runs, output):
         dist.barrier()
     start = time.perf_counter()
     pictures = panel_writer(args.img_save, dataset.normalize) if args.img_save else None
-    rows = evaluate(predict, loader, index_of, len(runs), progress=rank == 0, pictures=pictures)
+    rows = evaluate(predict, loader, index_of, len(runs), progress=rank == 0, pictures=pictures, errors=errors)
     views = {"views_read": cache.hits, "views_computed": cache.misses} if cache else None
     if world > 1:
         gathered = [None] * world
@@ -221,7 +247,7 @@ def run(args, runs, output):
     results = []
     for (name, _, _), run_rows, config in zip(runs, rows, configs):
         run_rows.sort(key=lambda row: row.pop("index"))
-        metrics, per_scene = summarize(run_rows)
+        metrics, per_scene = summarize(run_rows, scene)
         results.append({"name": name, "count": len(run_rows), "metrics": metrics, "per_scene": per_scene,
                         "per_image": run_rows, "config": config})
     count = results[0]["count"]
@@ -230,6 +256,9 @@ def run(args, runs, output):
         report = {"runs": results, "timing": timing}
     else:
         report = {"dataset": args.dataset, **{k: v for k, v in results[0].items() if k != "name"}, "timing": timing}
+    if getattr(dataset, "skipped", None):
+        report["skipped"] = {"reason": "no ground truth in the list (None)", "count": len(dataset.skipped),
+                             "files": dataset.skipped}
     if views:
         report["cache"] = views
     print(format_table([(r["name"], r["count"], r["metrics"]) for r in results]))

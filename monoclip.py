@@ -43,6 +43,10 @@ BIN_SETS = {  # the depth (metres) each word stands for; "paper" is Table 1, the
     "class2": [1.00, 1.50, 2.00, 2.50, 3.00, 3.50, 4.00],
     "class3": [1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50],
     "class4": [2.00, 2.50, 3.00, 3.25, 3.50, 3.75, 4.00],
+    # Outdoors (KITTI, up to 80 m); not from the DepthCLIP paper, and not tuned on any test image:
+    "kitti_scaled": [8.0, 12.0, 16.0, 18.0, 20.0, 22.0, 24.0],  # the paper's bins x 8: NYU's 10 m range to KITTI's 80
+    "kitti_linear": [5.715214, 17.143643, 28.572071, 40.0005, 51.428929, 62.857357, 74.285786],  # 7 even bins'
+    # centres over [0.001, 80] m: Auty & Mikolajczyk (ICCVW 2023), their code's "dset-even-7" for KITTI
 }
 TEMPERATURE = 0.1
 CLIP_LOGIT_SCALE = 100.0  # CLIP's learned logit scale (exp of its logit_scale), which the authors wrote as 100

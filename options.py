@@ -5,7 +5,8 @@ import json
 import os
 
 from cli import ArgumentParser
-from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS
+from calculate_error import KITTI_CAP, KITTI_CROPS
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
 from monoclip import BIN_SETS, FEATURES, PRECISIONS, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
 
 METHODS = {
@@ -99,12 +100,27 @@ def build_monoclip(args, device):
 def eval_options():
     p = parser("eval.py", "Evaluate DepthCLIP, or a baseline, on NYU Depth V2 with the authors' protocol (Table 1 of the paper).")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="NYU", choices=["NYU"])
-    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="folder holding official_splits/test")
+    data.add_argument("--dataset", default="NYU", choices=["NYU", "KITTI"])
+    data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/test (default {DEFAULT_DATA_PATH}); "
+                      f"KITTI: the raw-data root holding <date>/<drive> (default {kitti.DEFAULT_DATA_PATH})")
     data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
                       help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
-    data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders, e.g. bathroom,classroom")
+    data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
+                      "e.g. bathroom,classroom")
     data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    data.add_argument("--median_scale", action="store_true", help="scale each prediction by median(gt)/median(pred) "
+                      "over its valid pixels before scoring (monodepth2's evaluation); the scales go to the JSON")
+    outdoor = p.add_argument_group("KITTI (--dataset KITTI)")
+    outdoor.add_argument("--gt_path", help="the annotated-depth root holding <drive>/proj_depth/groundtruth "
+                         f"(default <data_path>/{kitti.GT_FOLDER})")
+    outdoor.add_argument("--testfile_kitti", default=kitti.DEFAULT_TEST_LIST,
+                         help="list of 'rgb gt [focal]' lines, gt None where there is none (default: the Eigen "
+                              "split's 697), or 'auto' for every pair found")
+    outdoor.add_argument("--kitti_protocol", default="bts", choices=["bts", "authors"],
+                         help="bts: the prediction pasted into the full frame and scored there (BTS, AdaBins); "
+                              "authors: the ground truth cropped to the 352x1216 input box (the DepthCLIP authors')")
+    outdoor.add_argument("--cap", type=float, default=KITTI_CAP, help="the largest depth (m) that counts")
+    outdoor.add_argument("--eval_crop", default="garg", choices=list(KITTI_CROPS), help="the scored region")
 
     method, run = add_model_arguments(p)
     method.add_argument("--method", default="monoclip", choices=list(METHODS),
@@ -140,6 +156,13 @@ def parse_eval_args(argv=None):
     check_model_arguments(p, args)
     if args.img_save_bins is not None and (args.img_save is None or args.method != "monoclip"):
         p.error("--img_save_bins needs --img_save DIR and --method monoclip")
+    if args.dataset == "KITTI":
+        if args.img_save:
+            p.error("--img_save draws NYU's panels; for KITTI use predict.py on the images you want to see")
+        if not (args.bins or args.bin_set):
+            args.bin_set = "kitti_scaled"  # the paper's bins are for rooms; said in the results' config
+    if args.cap <= 1e-3:
+        p.error("--cap must be more than 0.001 m")
     if args.sweep and (args.method != "monoclip" or args.img_save):
         p.error("--sweep scores DepthCLIP settings: it takes no --method baseline and no --img_save")
     if args.batch_size < 1 or (args.workers or 0) < 0 or (args.limit is not None and args.limit < 1):

@@ -1,4 +1,6 @@
-"""Reading images for every dataset and for predict.py: decoding, the RGB normalizations, their inverse."""
+"""What every dataset (and predict.py) shares: test lists, decoding, the RGB normalizations and their inverse."""
+import os
+
 import torch
 from PIL import Image
 
@@ -56,3 +58,32 @@ def unnormalize(rgb, normalize="imagenet"):
     mean, std = mean_std(normalize)
     rgb = rgb.cpu().float() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
     return (rgb.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def select(pairs, scenes, limit, scene_of, what="scene"):
+    """The (rgb, depth) pairs of the named scenes (all if None), then the first `limit` (all if None)."""
+    if scenes:
+        present = {scene_of(rgb) for rgb, _ in pairs}
+        unknown = [s for s in scenes if s not in present]
+        if unknown:
+            raise DataError(f"{what}(s) {', '.join(unknown)} not in the test list; present: {', '.join(sorted(present))}")
+        pairs = [pair for pair in pairs if scene_of(pair[0]) in scenes]
+    return pairs[:limit] if limit else pairs
+
+
+def read_list(test_list, flag):
+    """[(line, rgb, depth)] of a test list's non-empty lines, each 'rgb depth [more fields]'. flag: the command-line
+    flag that names the list, for messages."""
+    if not os.path.isfile(test_list):
+        raise DataError(f"test list {test_list} does not exist; give a list file or {flag} auto (test_list='auto' "
+                        f"in Python)")
+    entries = []
+    with open(test_list) as f:
+        for number, line in enumerate(f, start=1):
+            fields = line.split()
+            if fields and len(fields) < 2:
+                raise DataError(f"{test_list}, line {number}: '{line.strip()}' should name an RGB file and a depth "
+                                f"file, separated by a space")
+            if fields:
+                entries.append((line.strip(), fields[0], fields[1]))
+    return entries

@@ -12,7 +12,7 @@ import torch
 
 from calculate_error import NYU_MAX_DEPTH
 
-from .images import MODEL, DataError, describe_mode, mean_std, normalized, open_image
+from .images import MODEL, DataError, describe_mode, mean_std, normalized, open_image, read_list, select
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
@@ -41,18 +41,7 @@ def read_pairs(data_path, test_list):
         if not pairs:
             raise DataError(f"no <scene>/rgb_*.jpg with a sync_depth_*.png beside it under {root}; {PREPARE_HINT}")
         return pairs
-    if not os.path.isfile(test_list):
-        raise DataError(f"test list {test_list} does not exist; give a list file or {AUTO_HINT}")
-    lines = []
-    with open(test_list) as f:
-        for number, line in enumerate(f, start=1):
-            fields = line.split()
-            if fields and len(fields) < 2:
-                raise DataError(f"{test_list}, line {number}: '{line.strip()}' should name an RGB file and a depth "
-                                f"file, separated by a space")
-            if fields:
-                lines.append((line.strip(), (fields[0], fields[1])))
-    pairs = [pair for _, pair in sorted(lines)]  # the authors' loader sorts the list's lines
+    pairs = [(rgb, depth) for _, rgb, depth in sorted(read_list(test_list, "--testfile_nyu"))]  # sorted, as theirs
     missing = [p for pair in pairs for p in pair if not os.path.isfile(os.path.join(root, p))]
     if missing:
         raise DataError(f"{len(missing)} files named in {os.path.basename(test_list)} are missing under {root} "
@@ -98,21 +87,15 @@ class NYUDepthV2(torch.utils.data.Dataset):
     baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
     """
 
+    input_size = INPUT_SIZE  # what the model sees
+    load_rgb = staticmethod(load_rgb)
+
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
                  normalize="imagenet", with_rgb=True):
         if normalize != MODEL:
             mean_std(normalize)  # a bad name fails here, not in the first item
-        self.root = os.path.join(data_path, SPLIT_DIR)
-        self.normalize = normalize
-        self.with_rgb = with_rgb
-        pairs = read_pairs(data_path, test_list)
-        if scenes:
-            present = {scene_of(rgb) for rgb, _ in pairs}
-            unknown = [s for s in scenes if s not in present]
-            if unknown:
-                raise DataError(f"scene(s) {', '.join(unknown)} not in the test list; present: {', '.join(sorted(present))}")
-            pairs = [pair for pair in pairs if scene_of(pair[0]) in scenes]
-        self.pairs = pairs[:limit] if limit else pairs
+        self.root, self.normalize, self.with_rgb = os.path.join(data_path, SPLIT_DIR), normalize, with_rgb
+        self.pairs = select(read_pairs(data_path, test_list), scenes, limit, scene_of)
 
     def __len__(self):
         return len(self.pairs)
