@@ -30,6 +30,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -37,10 +38,10 @@ import cli
 import eval as evaluation
 import options
 from calculate_error import NYU_METRICS, per_image_errors_NYU
-from datasets import NYUDepthV2
 import clip
-from monoclip import (TEMPERATURE, DepthPrompts, EncodedPrompts, MonoCLIP, depth_head, patch_features, pick_device,
-                      pick_precision, text_features)
+from datasets import NYUDepthV2
+from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, EncodedPrompts, MonoCLIP,
+                      depth_head, patch_features, pick_device, pick_precision, text_features)
 from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
 from synthetic.nyu_like import write_dataset
 
@@ -179,6 +180,25 @@ def experiments(checkpoint, data_path, device, precision, batch_size, workers, f
             "cache_mib_per_image": sum(os.path.getsize(e) for e in entries) / 2 ** 20 / (len(entries) / 2)}
 
 
+def playground_latency(model, repeats):
+    """demo.py's Playground on the bundled example room: seconds for a new image (image tower, text tower, head,
+    outputs) and for an edit of the words (text tower, head, outputs)."""
+    from demo import EXAMPLES, Playground
+    playground = Playground(model)
+    settings = dict(words=", ".join(PROMPT_SETS["paper"]), bins=", ".join(map(str, BIN_SETS["paper"])),
+                    template=TEMPLATES[0], objects="object", temperature=TEMPERATURE, features="paper", flip=True,
+                    focal=500.0)
+    room = Image.open(os.path.join(EXAMPLES, "synthetic_room.jpg"))
+    first, edits = [], []
+    for turn in range(repeats):
+        image = room.rotate(90 * (turn + 1), expand=True)  # a new image each round
+        first.append(timed(lambda: playground.render(image, **settings))[1])
+        for words in ("near, middle, far, very far, remote, distant, unseen", "giant, big, close, near, far, small, "
+                      "tiny"):
+            edits.append(timed(lambda: playground.render(image, **{**settings, "words": words}))[1])
+    return {"first_image_seconds": spread(first), "edit_seconds": spread(edits)}
+
+
 def largest_difference(rows_a, rows_b):
     """{metric: the largest per-image |a - b|}."""
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
@@ -234,6 +254,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
         report["eval_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers)
         report["sweep_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, "--sweep", ABLATIONS)
     report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats)
+    report["playground"] = playground_latency(model, repeats)
     return report
 
 
@@ -263,6 +284,8 @@ def print_report(r):
           f"{e['settings_in_sweep']}-setting --sweep {fmt(e['sweep_seconds'])} -> {e['sweep_cost_over_one']:.2f}x one")
     print(f"--cache: cold {fmt(e['cache_cold_seconds'])}; warm, new setting {fmt(e['cache_warm_new_setting_seconds'])} "
           f"-> {e['warm_cache_speedup']:.1f}x faster; {e['cache_mib_per_image']:.2f} MiB per image")
+    print(f"playground seconds (min/median/max): new image {fmt(r['playground']['first_image_seconds'])}, "
+          f"edit of the words {fmt(r['playground']['edit_seconds'])}")
 
 
 def fmt(times):

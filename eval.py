@@ -128,8 +128,8 @@ def save_bin_weights(model, dataset, index, folder):
     with torch.inference_mode():
         weights = model.bin_weights(rgb[None])[0].float().cpu()  # (K, h, w)
     path = picture_name(folder, file, "_bins")
-    visualize.save_bin_weights(path, unnormalize(rgb, dataset.normalize), weights.numpy(),
-                               model.prompts.column_labels, model.prompts.column_bins)
+    cli.write_file(path, visualize.bin_weights_png(unnormalize(rgb, dataset.normalize), weights.numpy(),
+                                                   model.prompts.column_labels, model.prompts.column_bins))
     return path
 
 

@@ -99,18 +99,16 @@ class DepthPrompts:
 def text_features(model, prompts, tokenize=clip.tokenize):
     """(embed_dim, K) unit prompt embeddings, one column per (depth word, object), words outer.
 
-    Each column: every template filled, tokenized, encoded, L2-normalized, averaged, L2-normalized again.
+    Each column: every template filled, tokenized, encoded, L2-normalized, averaged, L2-normalized again. All
+    prompts go through the text tower as one batch.
     """
     device = next(model.parameters()).device
-    columns = []
-    for depth in prompts.depth_classes:
-        for obj in prompts.objects:
-            tokens = tokenize([template.format(obj, depth) for template in prompts.templates]).to(device)
-            embeddings = model.encode_text(tokens)  # (T, embed_dim)
-            embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-            mean = embeddings.mean(dim=0)
-            columns.append(mean / mean.norm())
-    return torch.stack(columns, dim=1)
+    pairs = [(depth, obj) for depth in prompts.depth_classes for obj in prompts.objects]
+    texts = [template.format(obj, depth) for depth, obj in pairs for template in prompts.templates]
+    embeddings = model.encode_text(tokenize(texts).to(device))  # (K * T, embed_dim)
+    embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
+    mean = embeddings.view(len(pairs), len(prompts.templates), -1).mean(dim=1)  # (K, embed_dim)
+    return (mean / mean.norm(dim=-1, keepdim=True)).T
 
 
 class EncodedPrompts(NamedTuple):

@@ -226,6 +226,10 @@ def predict_options():
     p.add_argument("input", help="an image file or a folder of images")
     p.add_argument("-o", "--out", help="output folder (default: beside each image)")
     p.add_argument("--long_side", type=int, default=544, help="the long side (pixels) the image is resized to")
+    p.add_argument("--ply", action="store_true", help="also write <name>_depth.ply, a coloured point cloud "
+                   "(pinhole camera, principal point at the image centre)")
+    p.add_argument("--focal", type=float, help="focal length in pixels for --ply (default: NYU's colour camera, "
+                   "518.86 at 640 wide, scaled to the image's width)")
     add_model_arguments(p)
     return p
 

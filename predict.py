@@ -12,6 +12,7 @@ the bins' range (1 to 3 m with the paper's bins). The coloured picture spans the
 import contextlib
 import os
 
+import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
@@ -19,10 +20,11 @@ import cli
 import options
 import visualize
 from datasets import MODEL, normalized, open_image
+from datasets.nyu import FOCAL, IMAGE_SIZE
 from monoclip import pick_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-OUTPUT_SUFFIXES = ("_depth.png", "_depth_color.png")
+OUTPUT_SUFFIXES = ("_depth.png", "_depth_color.png", "_depth.ply")
 
 
 def find_images(path):
@@ -48,6 +50,11 @@ def model_input_size(width, height, long_side, stride):
     return tuple(max(stride, round(side * scale / stride) * stride) for side in (width, height))
 
 
+def default_focal(width):
+    """NYU's colour camera's focal length, scaled to an image `width` pixels wide."""
+    return FOCAL * width / IMAGE_SIZE[0]
+
+
 def predict_depth(model, image, long_side, normalize, flip=True):
     """PIL RGB image -> (H, W) metres at the image's own size."""
     size = model_input_size(*image.size, long_side, model.stride)
@@ -62,15 +69,21 @@ def main(argv=None):
     options.check_model_arguments(p, args)
     if args.long_side < 32:
         p.error("--long_side must be at least 32")
+    if args.focal is not None and args.focal <= 0:
+        p.error("--focal must be a positive number of pixels")
 
     images = find_images(args.input)
     with cli.output_dir(args.out, "--out") if args.out else contextlib.nullcontext():
         model = options.build_monoclip(args, pick_device(args.device))
         for path in tqdm(images, desc="predict", unit="image", disable=len(images) == 1):
             normalize = model.mean_std if args.normalize == MODEL else args.normalize
-            depth = predict_depth(model, read_image(path), args.long_side, normalize, flip=not args.no_flip)
+            image = read_image(path)
+            depth = predict_depth(model, image, args.long_side, normalize, flip=not args.no_flip)
             stem = os.path.join(args.out or os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
             visualize.save_depth(stem + OUTPUT_SUFFIXES[0], stem + OUTPUT_SUFFIXES[1], depth)
+            if args.ply:
+                focal = args.focal or default_focal(image.width)
+                cli.write_file(stem + OUTPUT_SUFFIXES[2], visualize.point_cloud_ply(depth, np.asarray(image), focal))
     print(f"{len(images)} depth map(s) written to {args.out or os.path.dirname(os.path.abspath(images[0]))}")
 
 

@@ -28,11 +28,12 @@ def save_png(path, array):
     cli.write_file(path, buffer.getvalue())
 
 
-def save_figure(path, figure):
+def figure_png(figure):
+    """A matplotlib figure as PNG bytes (the figure is closed)."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    cli.write_file(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def millimetres(depth):
@@ -46,10 +47,10 @@ def save_prediction_png(path, pred):
     save_png(path, millimetres(frame))
 
 
-def colorize(depth, vmin, vmax):
-    """(H, W) metres -> (H, W, 3) uint8 with the depth colormap; NaN (missing) black."""
+def colorize(depth, vmin, vmax, colormap=COLORMAP):
+    """(H, W) values (metres) -> (H, W, 3) uint8 with the colormap; NaN (missing) black."""
     scaled = (np.asarray(depth, np.float64) - vmin) / max(vmax - vmin, 1e-6)
-    colours = plt.get_cmap(COLORMAP)(np.clip(scaled, 0, 1))[..., :3]
+    colours = plt.get_cmap(colormap)(np.clip(scaled, 0, 1))[..., :3]
     colours[np.isnan(scaled)] = 0
     return (colours * 255).round().astype(np.uint8)
 
@@ -95,8 +96,11 @@ def save_panel(path, rgb, pred, gt):
     save_png(path, np.concatenate([header, panel, scale_bar(panel.shape[1], 0, vmax)], axis=0))
 
 
-def save_bin_weights(path, rgb, weights, labels, bins):
-    """The image and, per depth prompt, its softmax weight over the h x w patches (0 to 1).
+WEIGHTS_COLORMAP = "magma"  # softmax weights, 0 (black) to 1 (light)
+
+
+def bin_weights_png(rgb, weights, labels, bins):
+    """PNG bytes: the image and, per depth prompt, its softmax weight over the h x w patches (0 to 1).
 
     rgb (H, W, 3) uint8, weights (K, h, w), labels and bins: K prompt names and their depths (m).
     """
@@ -108,12 +112,12 @@ def save_bin_weights(path, rgb, weights, labels, bins):
     axes[0].imshow(rgb)
     axes[0].set_title("RGB")
     for ax, weight, label, depth in zip(axes[1:], weights, labels, bins):
-        shown = ax.imshow(weight, cmap="magma", vmin=0, vmax=1)
+        shown = ax.imshow(weight, cmap=WEIGHTS_COLORMAP, vmin=0, vmax=1)
         ax.set_title(f"'{label}' ({depth:g} m)")
     for ax in axes:
         ax.axis("off")
     figure.colorbar(shown, ax=axes.tolist(), fraction=0.02, pad=0.01, label="softmax weight")
-    save_figure(path, figure)
+    return figure_png(figure)
 
 
 def depth_picture(depth):
@@ -130,3 +134,22 @@ def save_depth(path_depth, path_color, depth):
     depth = np.asarray(depth, np.float64)
     save_png(path_depth, millimetres(depth))
     save_png(path_color, depth_picture(depth))
+
+
+def point_cloud_ply(depth, rgb, focal, centre=None):
+    """Binary PLY bytes: each pixel back-projected through a pinhole camera, x = (u - cx) z / f, y = (v - cy) z / f,
+    z = depth (metres), coloured by the image. depth (H, W), rgb (H, W, 3) uint8, focal in pixels, centre (cx, cy)
+    (default the image's centre)."""
+    depth = np.asarray(depth, np.float32)
+    h, w = depth.shape
+    cx, cy = centre or ((w - 1) / 2, (h - 1) / 2)
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    points = np.empty(h * w, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
+                                    ("blue", "u1")])
+    points["x"], points["y"], points["z"] = ((u - cx) * depth / focal).ravel(), ((v - cy) * depth / focal).ravel(), \
+        depth.ravel()
+    for channel, name in enumerate(("red", "green", "blue")):
+        points[name] = np.asarray(rgb)[..., channel].ravel()
+    header = ("ply\nformat binary_little_endian 1.0\nelement vertex {}\nproperty float x\nproperty float y\n"
+              "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+    return header.format(h * w).encode() + points.tobytes()

@@ -23,6 +23,7 @@ RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors
 INPUT_SIZE = (RGB_CROP_BOX[3] - RGB_CROP_BOX[1], RGB_CROP_BOX[2] - RGB_CROP_BOX[0])  # (416, 544): what the model sees
 DEPTH_SCALE = 1000.0  # PNG units per metre
 IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
+FOCAL = 518.8579  # pixels: the focal length (fx) of NYU's colour camera at 640x480, for point clouds
 PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
 AUTO_HINT = "--testfile_nyu auto (test_list='auto' in Python)"
 

@@ -11,5 +11,6 @@ def test_authors_loop_and_eval_loop_agree(tmp_path, capsys):
     assert report["trunk_gflop_per_image_pass"] > 0 and report["eval_process_peak_rss_mib"] > 0
     for loop in ("authors_loop", "eval_loop"):
         assert report[loop]["images_per_second"] == 2 / report[loop]["seconds"]
+    assert report["playground"]["edit_seconds"]["min"] > 0
     bench.print_report(report)
     assert "speed-up (b)/(a)" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""Playground: type depth words, watch the depth change. A Gradio page (pip install -r requirements-demo.txt).
+
+    python demo.py [--clip_model RN50] [--port 7860] [--device auto]
+
+An image goes through CLIP's image tower once per image and dense feature (both views, for the flip average);
+any change of the words, bins, template, objects or temperature re-runs only the text tower and the head.
+The page shows the depth (a colour bar in metres), each word's softmax weight per patch, each word's share of
+the image, and offers the depth as a 16-bit millimetre PNG and a coloured point cloud (.ply).
+"""
+import hashlib
+import os
+import tempfile
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+import cli
+import options
+import visualize
+from datasets import normalized
+from monoclip import (BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, bin_weights,
+                      check_features, pick_device)
+from predict import default_focal, model_input_size
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
+
+
+def parse_words(text):
+    words = [word.strip() for word in text.split(",")]
+    if not all(words):
+        raise ValueError(f"depth words {text!r} have an empty item; give comma-separated words, nearest first")
+    return words
+
+
+def parse_bins(text):
+    try:
+        return [float(item) for item in text.split(",")]
+    except ValueError:
+        raise ValueError(f"bins {text!r} are not comma-separated numbers of metres") from None
+
+
+class Playground:
+    """The page's work without the page: image features kept per (image, feature), prompts encoded per edit."""
+
+    def __init__(self, model, long_side=544, normalize="imagenet"):
+        self.model, self.long_side, self.normalize = model, long_side, normalize
+        self.views = {}  # (image digest, features) -> (view features (2, hw, C), grid); the last few images
+        self.image_passes = 0  # how often the image tower ran: once per image and feature
+        self.folder = tempfile.mkdtemp(prefix="depthclip-demo-")
+
+    def image_features(self, image, features):
+        key = (hashlib.sha256(image.tobytes()).hexdigest(), features)
+        if key not in self.views:
+            check_features(self.model.clip, features, self.model.clip_model)
+            self.model.features = features
+            size = model_input_size(*image.size, self.long_side, self.model.stride)
+            x = normalized(image.resize(size, Image.BICUBIC), self.normalize)[None]
+            self.views = {k: v for k, v in list(self.views.items())[-3:]}  # a few images, not every one
+            self.views[key] = self.model.view_features(x, flip=True)
+            self.image_passes += 1
+        return self.views[key]
+
+    def render(self, image, words, bins, template, objects, temperature, features, flip, focal):
+        """-> (depth picture, [(word's weight map, caption)], {word: share}, [depth PNG, point cloud PLY]);
+        ValueError if the settings cannot run."""
+        if image is None:
+            raise ValueError("upload an image first")
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        prompts = DepthPrompts(parse_words(words), parse_bins(bins), [template],
+                               [obj.strip() for obj in objects.split(",") if obj.strip()], float(temperature))
+        if not focal or focal <= 0:
+            raise ValueError(f"focal length {focal!r} must be a positive number of pixels")
+        views, grid = self.image_features(image, features)
+        encoded = self.model.encode_prompts(prompts)  # the text tower: the only CLIP work of an edit
+        size = (image.height, image.width)
+        with torch.inference_mode():
+            depth = self.model.depth_from_features(views if flip else views[:1], grid, size, flip, encoded)
+            weights = bin_weights(views[:1], grid, encoded)[0].float().cpu().numpy()  # (K, h, w)
+        depth = depth[0, 0].float().cpu().numpy()
+        rgb = np.asarray(image)
+        shares = dict(zip(prompts.column_labels, weights.reshape(len(weights), -1).mean(axis=1).tolist()))
+        shown = (image.width // 2, image.height // 2)
+        maps = [(np.asarray(Image.fromarray(visualize.colorize(w, 0, 1, visualize.WEIGHTS_COLORMAP)).resize(
+            shown, Image.NEAREST)), f"'{label}' ({b:g} m): {shares[label]:.0%} of the image, weight 0 black to 1 light")
+            for w, label, b in zip(weights, prompts.column_labels, prompts.column_bins)]
+        png, ply = os.path.join(self.folder, "depth.png"), os.path.join(self.folder, "depth.ply")
+        visualize.save_png(png, visualize.millimetres(depth))
+        cli.write_file(ply, visualize.point_cloud_ply(depth, rgb, focal))
+        return visualize.depth_picture(depth), maps, shares, [png, ply]
+
+
+def build_page(playground):
+    import gradio as gr
+
+    def update(image, words, bins, template, objects, temperature, features, flip, focal):
+        try:
+            return playground.render(image, words, bins, template, objects, temperature, features, flip, focal)
+        except ValueError as error:  # a readable message on the page, which stays usable
+            raise gr.Error(cli.one_line(error)) from None
+
+    presets = {name: ", ".join(words) for name, words in PROMPT_SETS.items()}
+    bin_presets = {name: ", ".join(f"{b:g}" for b in values) for name, values in BIN_SETS.items()}
+    features = [name for name, (dense, _) in FEATURES.items() if dense in playground.model.clip.dense_features]
+    with gr.Blocks(title="DepthCLIP playground") as page:
+        gr.Markdown("# DepthCLIP playground\nType depth words and their depths: each patch's depth is the bins "
+                    "weighted by CLIP's softmax over the words. A new image runs CLIP's image tower; an edit runs "
+                    f"only its text tower. Model: `{playground.model.clip_model}`.")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", label="image", sources=["upload"], elem_id="image")
+                preset = gr.Dropdown(list(presets), value="paper", label="prompt preset", elem_id="preset")
+                words = gr.Textbox(presets["paper"], label="depth words, nearest first", elem_id="words")
+                bin_preset = gr.Dropdown(list(bin_presets), value="paper", label="bin preset", elem_id="bin_preset")
+                bins = gr.Textbox(bin_presets["paper"], label="bins (m), one per word", elem_id="bins")
+                template = gr.Textbox(TEMPLATES[0], label="template: {} object, then {} word", elem_id="template")
+                objects = gr.Textbox("object", label="objects, comma-separated", elem_id="objects")
+                temperature = gr.Number(TEMPERATURE, label="temperature", elem_id="temperature")
+                feature = gr.Dropdown(features, value=features[0], label="dense features", elem_id="features")
+                flip = gr.Checkbox(True, label="average with the mirrored image", elem_id="flip")
+                focal = gr.Number(default_focal(640), label="focal length (pixels) for the point cloud",
+                                  elem_id="focal")
+                button = gr.Button("Update depth", variant="primary", elem_id="update")
+            with gr.Column():
+                depth = gr.Image(label="depth (metres)", elem_id="depth", format="png")
+                weights = gr.Gallery(label="each word's softmax weight per patch", elem_id="weights", columns=4,
+                                     format="png")
+                shares = gr.Label(label="share of the image per word", elem_id="shares")
+                files = gr.File(label="depth as uint16 millimetres (.png) and point cloud (.ply)", elem_id="files")
+        inputs = [image, words, bins, template, objects, temperature, feature, flip, focal]
+        outputs = [depth, weights, shares, files]
+        preset.change(lambda name: presets[name], preset, words)
+        bin_preset.change(lambda name: bin_presets[name], bin_preset, bins)
+        image.upload(lambda img: default_focal(img.width) if img else default_focal(640), image, focal)
+        for trigger in (image.upload, button.click, words.submit, bins.submit, template.submit, objects.submit):
+            trigger(update, inputs, outputs)
+        if os.path.isdir(EXAMPLES):
+            gr.Examples(sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES)), inputs=image)
+    return page
+
+
+def main(argv=None):
+    p = options.parser("demo.py", __doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    p.add_argument("--long_side", type=int, default=544, help="the long side (pixels) an image is resized to")
+    options.add_model_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise RuntimeError("the playground needs gradio: pip install -r requirements-demo.txt") from None
+    model = options.build_monoclip(args, pick_device(args.device))
+    normalize = model.mean_std if args.normalize == "model" else args.normalize
+    build_page(Playground(model, args.long_side, normalize)).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    cli.run(main)
