@@ -72,17 +72,21 @@ def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
     return predict
 
 
-def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, errors=per_image_errors_NYU):
+def nyu_errors(gt, pred, indices):
+    return per_image_errors_NYU(gt, pred)
+
+
+def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, errors=nyu_errors):
     """Per run, the per-image metric rows {'index', 'file', metric: float} for every image the loader yields.
 
-    errors(gt, pred, indices) -> {metric: (B,)}. pictures, if given, is called with each batch's
-    (rgb, gt, pred of the first run, files, indices).
+    errors(gt, pred, indices) -> {metric: (B,)} (NYU's by default). pictures, if given, is called with each
+    batch's (rgb, gt, pred of the first run, files, indices).
     """
     rows = [[] for _ in range(runs)]
     with tqdm(total=len(loader.dataset), desc="eval", unit="image", disable=not progress, dynamic_ncols=True) as bar:
         for rgb, gt, files in loader:
             indices = [index_of[f] for f in files]
-            preds = predict(rgb, files, indices)  # each (B, 1, 416, 544) metres
+            preds = predict(rgb, files, indices)  # each (B, 1, *input size) metres
             if pictures:
                 pictures(rgb, gt, preds[0], files, indices)
             gt = gt.to(preds[0].device, non_blocking=True)
