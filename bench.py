@@ -40,8 +40,8 @@ import options
 from calculate_error import NYU_METRICS, per_image_errors_NYU
 import clip
 from datasets import NYUDepthV2
-from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, EncodedPrompts, MonoCLIP,
-                      depth_head, patch_features, pick_device, pick_precision, text_features)
+from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, MonoCLIP, depth_head,
+                      encode_prompts, patch_features, pick_device, pick_precision)
 from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
 from synthetic.nyu_like import write_dataset
 
@@ -101,8 +101,7 @@ class AuthorsModel(torch.nn.Module):
         if precision == "fp32":
             self.clip.float()
         self.device = device
-        self.prompts = EncodedPrompts(text_features(self.clip, DepthPrompts()),
-                                      torch.tensor(DepthPrompts().column_bins, device=device), TEMPERATURE)
+        self.prompts = encode_prompts(self.clip, DepthPrompts())
 
     def forward(self, x):
         return depth_head(*patch_features(self.clip, x, "paper"), self.prompts)

@@ -18,10 +18,9 @@ from PIL import Image, ImageOps
 import cli
 import options
 import visualize
-from datasets import normalized
 from monoclip import (BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, bin_weights,
                       check_features, pick_device)
-from predict import default_focal, model_input_size
+from predict import default_focal, model_input
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 
@@ -54,8 +53,7 @@ class Playground:
         if key not in self.views:
             check_features(self.model.clip, features, self.model.clip_model)
             self.model.features = features
-            size = model_input_size(*image.size, self.long_side, self.model.stride)
-            x = normalized(image.resize(size, Image.BICUBIC), self.normalize)[None]
+            x = model_input(self.model, image, self.long_side, self.normalize)
             self.views = {k: v for k, v in list(self.views.items())[-3:]}  # a few images, not every one
             self.views[key] = self.model.view_features(x, flip=True)
             self.image_passes += 1

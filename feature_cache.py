@@ -5,8 +5,8 @@
     DIR/<settings key>/<rgb sha256>-mirror.npy  the same for its mirror image (flip averaging)
 
 The settings key is a hash of everything that determines the features besides the image: the checkpoint's
-SHA256 (an open_clip pretrained tag by its name), the dense feature, precision, device type, dataset crop and normalization, input size and this
-file's FORMAT. The image is named by its RGB file's SHA256, so a changed file or model is never served stale
+SHA256 (an open_clip pretrained tag by its name), the dense feature, precision, device type, dataset, input
+size, normalization and this file's FORMAT. The image is named by its RGB file's SHA256, so a changed file or model is never served stale
 features. Entries are plain .npy arrays (read ten times faster than torch.save files, and without pickle),
 written to a temporary name and renamed; an unreadable one is reported, recomputed and rewritten. Delete DIR
 (or one key's folder) to clear it.

@@ -118,6 +118,12 @@ class EncodedPrompts(NamedTuple):
     temperature: float
 
 
+def encode_prompts(model, prompts, tokenize=clip.tokenize):
+    """DepthPrompts -> EncodedPrompts on the model's device: the text tower's whole share of the work."""
+    text = text_features(model, prompts, tokenize)  # (embed_dim, K)
+    return EncodedPrompts(text, torch.tensor(prompts.column_bins, device=text.device), prompts.temperature)
+
+
 # ---------------------------------------------------------------- 2. the image side
 def keep_every_other_channel(patches):
     """(B, hw, C) -> (B, hw, C/2): channels 0, 2, 4, ...
@@ -192,9 +198,8 @@ class MonoCLIP(nn.Module):
         self.encoded = self.encode_prompts(self.prompts)
 
     def encode_prompts(self, prompts):
-        """DepthPrompts -> EncodedPrompts on this model's device: the text tower's whole share of the work."""
-        text = text_features(self.clip, prompts, self.tokenize)  # (embed_dim, K)
-        return EncodedPrompts(text, torch.tensor(prompts.column_bins, device=self.device), prompts.temperature)
+        """DepthPrompts -> EncodedPrompts with this model's text tower and tokenizer."""
+        return encode_prompts(self.clip, prompts, self.tokenize)
 
     @property
     def stride(self):

@@ -55,10 +55,15 @@ def default_focal(width):
     return FOCAL * width / IMAGE_SIZE[0]
 
 
+def model_input(model, image, long_side, normalize):
+    """PIL RGB image -> (1, 3, h, w): resized bicubically to model_input_size, normalized."""
+    size = model_input_size(*image.size, long_side, model.stride)
+    return normalized(image.resize(size, Image.BICUBIC), normalize)[None]
+
+
 def predict_depth(model, image, long_side, normalize, flip=True):
     """PIL RGB image -> (H, W) metres at the image's own size."""
-    size = model_input_size(*image.size, long_side, model.stride)
-    x = normalized(image.resize(size, Image.BICUBIC), normalize)[None]  # (1, 3, h, w), resized bicubically
+    x = model_input(model, image, long_side, normalize)
     depth = model.predict(x, flip=flip, size=(image.height, image.width))  # (1, 1, H, W)
     return depth[0, 0].float().cpu().numpy()
 

@@ -1,6 +1,7 @@
 """What every dataset (and predict.py) shares: test lists, decoding, the RGB normalizations and their inverse."""
 import os
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -23,6 +24,13 @@ class DataError(ValueError):
 def describe_mode(image):
     """'8-bit grayscale' for PIL's 'L', and so on."""
     return MODE_NAMES.get(image.mode, f"{image.mode}-mode")
+
+
+def depth_values(image, path, expected):
+    """A 16-bit depth PNG's raw values as float32 (H, W), or a DataError naming the file and what it should be."""
+    if image.mode not in ("I;16", "I;16B", "I"):
+        raise DataError(f"{path} is {describe_mode(image)}, not 16-bit: {expected}")
+    return np.asarray(image, dtype=np.float32)
 
 
 def open_image(path):

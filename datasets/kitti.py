@@ -12,13 +12,12 @@ truth is kept whole (full frame, metres), padded to a common size for batching, 
 import glob
 import os
 
-import numpy as np
 import torch
 from PIL import Image
 
 from calculate_error import KITTI_BENCHMARK_CROP as CROP_SIZE, kitti_crop_box
 
-from .images import MODEL, DataError, describe_mode, mean_std, normalized, open_image, read_list, select
+from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "KITTI")
@@ -77,11 +76,8 @@ def load_rgb(path, normalize="imagenet"):
 
 def load_depth(path):
     """(1, H, W) float32 metres from a 16-bit PNG holding depth * 256; 0 = no measurement."""
-    image = open_image(path)
-    if image.mode not in ("I;16", "I;16B", "I"):
-        raise DataError(f"{path} is {describe_mode(image)}, not 16-bit: KITTI depth must be a 16-bit PNG holding "
-                        f"depth x 256")
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / DEPTH_SCALE)[None]
+    depth = depth_values(open_image(path), path, "KITTI depth must be a 16-bit PNG holding depth x 256")
+    return torch.from_numpy(depth / DEPTH_SCALE)[None]
 
 
 class KITTIEigen(torch.utils.data.Dataset):

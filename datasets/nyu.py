@@ -12,7 +12,7 @@ import torch
 
 from calculate_error import NYU_MAX_DEPTH
 
-from .images import MODEL, DataError, describe_mode, mean_std, normalized, open_image, read_list, select
+from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
@@ -69,11 +69,7 @@ def load_rgb(path, normalize="imagenet"):
 
 def load_depth(path):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10]; 0 = missing."""
-    image = _open(path)
-    if image.mode not in ("I;16", "I;16B", "I"):
-        raise DataError(f"{path} is {describe_mode(image)}, not 16-bit: NYU depth must be a 16-bit grayscale "
-                        f"PNG in millimetres")
-    depth = np.asarray(image, dtype=np.float32) / DEPTH_SCALE
+    depth = depth_values(_open(path), path, "NYU depth must be a 16-bit grayscale PNG in millimetres") / DEPTH_SCALE
     return torch.from_numpy(np.clip(depth, 0, NYU_MAX_DEPTH))[None]
 
 
