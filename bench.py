@@ -35,13 +35,15 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
 import cli
+import clip
 import eval as evaluation
 import options
 from calculate_error import NYU_METRICS, per_image_errors_NYU
-import clip
+from clip_runtime import pick_device, pick_precision
 from datasets import NYUDepthV2
-from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, MonoCLIP, depth_head,
-                      encode_prompts, patch_features, pick_device, pick_precision)
+from datasets.nyu import INPUT_SIZE
+from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, EncodedPrompts, MonoCLIP,
+                      dense_patch_features, depth_head)
 from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
 from synthetic.nyu_like import write_dataset
 
@@ -101,10 +103,10 @@ class AuthorsModel(torch.nn.Module):
         if precision == "fp32":
             self.clip.float()
         self.device = device
-        self.prompts = encode_prompts(self.clip, DepthPrompts())
+        self.prompts = EncodedPrompts.of(self.clip, DepthPrompts())
 
     def forward(self, x):
-        return depth_head(*patch_features(self.clip, x, "paper"), self.prompts)
+        return depth_head(*dense_patch_features(self.clip, x, "paper"), self.prompts)
 
 
 def authors_loop(model, dataset):
@@ -115,7 +117,7 @@ def authors_loop(model, dataset):
         with torch.no_grad():
             depth = model(rgb)
             depth_flip = model(torch.flip(rgb, [3])).flip(3)
-            depth = F.interpolate(0.5 * (depth + depth_flip), size=[416, 544], mode="bilinear", align_corners=True)
+            depth = F.interpolate(0.5 * (depth + depth_flip), size=list(INPUT_SIZE), mode="bilinear", align_corners=True)
         rows.append({name: value.item() for name, value in per_image_errors_NYU(gt, depth).items()})
     synchronize(model.device)
     return rows
@@ -137,7 +139,7 @@ def timed(loop, *args):
     return rows, time.perf_counter() - start
 
 
-def trunk_gflop(model, height=416, width=544):
+def trunk_gflop(model, height=INPUT_SIZE[0], width=INPUT_SIZE[1]):
     """Floating-point operations (GFLOP) of one image through the image trunk at the evaluation size."""
     x = torch.zeros(1, 3, height, width, device=model.device, dtype=next(model.clip.visual.parameters()).dtype)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
@@ -297,7 +299,7 @@ def main(argv=None):
     if min(args.images, args.repeats, args.batch_size) < 1 or (args.workers or 0) < 0:
         p.error("--images, --repeats and --batch_size must be at least 1, --workers at least 0")
     folder = tempfile.mkdtemp(prefix="depthclip-bench-")
-    with cli.OutputFile(args.json, "--json") if args.json else contextlib.nullcontext() as output:
+    with cli.OutputFile(args.output) if args.output else contextlib.nullcontext() as output:
         try:
             report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats)
         finally:

@@ -7,34 +7,26 @@ valid pixels, as monodepth2's evaluation does, to separate "orders depth correct
 import numpy as np
 import torch
 
+from datasets import kitti, nyu
+from datasets.images import MIN_DEPTH
+
 METRICS = ["abs_diff", "a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel"]  # per image, both datasets
 NYU_METRICS = METRICS
 TABLE_COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"),
                  ("rmse", "rmse")]  # the paper's table: each column's title and metric
-
-NYU_MAX_DEPTH = 10.0
-NYU_PASTE_BOX = (56, 472, 60, 604)  # rows, cols of the 416x544 evaluated crop inside the 480x640 frame
-NYU_EIGEN_CROP = (45, 471, 46, 601)  # rows, cols of the standard Eigen evaluation crop
-KITTI_CAP = 80.0
-KITTI_BENCHMARK_CROP = (352, 1216)  # rows, cols: the frame's bottom rows and centred columns, the model's input
-KITTI_CROPS = {  # --eval_crop: (top, bottom, left, right) as fractions of the scored frame
-    "garg": (0.40810811, 0.99189189, 0.03594771, 0.96405229),  # Garg et al. 2016, as BTS and the authors
-    "eigen": (0.3324324, 0.91351351, 0.0359477, 0.96405229),  # Eigen et al. 2014, as BTS
-    "none": None,
-}
 
 
 def score(gt, pred, cap, median_scale=False):
     """gt, pred: (N,) one image's valid pixels -> {metric: scalar} (and 'scale' with median_scale).
 
     Float64 sums, so neither batching nor pixel order can change a digit; an image with no valid pixel gets
-    NaN, as in the authors' code. Both are clamped to [1e-3, cap] after any scaling.
+    NaN, as in the authors' code. Both are clamped to [MIN_DEPTH = 1e-3, cap] after any scaling.
     """
     scale = None
     if median_scale:
         scale = float(np.median(gt.cpu().numpy()) / np.median(pred.cpu().numpy())) if gt.numel() else float("nan")
         pred = pred * scale
-    gt, pred = gt.clamp(1e-3, cap), pred.clamp(1e-3, cap)
+    gt, pred = gt.clamp(MIN_DEPTH, cap), pred.clamp(MIN_DEPTH, cap)
 
     def mean(x):
         return x.sum(dtype=torch.float64) / x.numel()
@@ -62,10 +54,11 @@ def stacked(rows):
     return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
 
-def paste_into_frame(pred, height=480, width=640):
-    """(B, 1, 416, 544) -> (B, 1, 480, 640): the prediction placed where its crop came from, zeros around."""
-    top, bottom, left, right = NYU_PASTE_BOX
-    frame = pred.new_zeros(pred.shape[0], 1, height, width)
+def paste_into_frame(pred):
+    """(B, 1, 416, 544) -> (B, 1, 480, 640): the prediction placed where its crop came from (nyu.PASTE_BOX), zeros
+    around."""
+    top, bottom, left, right = nyu.PASTE_BOX
+    frame = pred.new_zeros(pred.shape[0], 1, *nyu.FRAME)
     frame[:, :, top:bottom, left:right] = pred
     return frame
 
@@ -74,14 +67,15 @@ def per_image_errors_NYU(gt, pred, crop=True, median_scale=False):
     """gt (B, 1, 480, 640) metres, pred (B, 1, 416, 544) metres -> {metric: (B,) tensor}.
 
     The prediction is pasted back into the full frame (zeros elsewhere); a pixel counts where
-    1e-3 < gt < 10, pred > 1e-3 and, with crop, inside the Eigen crop; gt and pred are clamped to [1e-3, 10].
+    1e-3 < gt < 10, pred > 1e-3 and, with crop, inside the Eigen crop rows 45:471, cols 46:601 (nyu.EIGEN_CROP, from
+    the authors' calculate_error.py); gt and pred are clamped to [1e-3, 10].
     """
     gt, pred = gt[:, 0].float(), paste_into_frame(pred.float())[:, 0]
     if crop:  # no pixel outside the Eigen crop counts: leave it out of the work too
-        top, bottom, left, right = NYU_EIGEN_CROP
+        top, bottom, left, right = nyu.EIGEN_CROP
         gt, pred = gt[:, top:bottom, left:right], pred[:, top:bottom, left:right]
-    valid = (gt < NYU_MAX_DEPTH) & (gt > 1e-3) & (pred > 1e-3)
-    return stacked([score(g[v], p[v], NYU_MAX_DEPTH, median_scale) for g, p, v in zip(gt, pred, valid)])
+    valid = (gt < nyu.MAX_DEPTH) & (gt > MIN_DEPTH) & (pred > MIN_DEPTH)
+    return stacked([score(g[v], p[v], nyu.MAX_DEPTH, median_scale) for g, p, v in zip(gt, pred, valid)])
 
 
 def compute_errors_NYU(gt, pred, crop=True):
@@ -89,18 +83,12 @@ def compute_errors_NYU(gt, pred, crop=True):
     return {name: value.mean().item() for name, value in per_image_errors_NYU(gt, pred, crop).items()}
 
 
-def kitti_crop_box(height, width):
-    """(rows, cols) slices of the benchmark crop in a frame of this size: the bottom rows, the centred columns."""
-    top, left = height - KITTI_BENCHMARK_CROP[0], (width - KITTI_BENCHMARK_CROP[1]) // 2
-    return slice(top, top + KITTI_BENCHMARK_CROP[0]), slice(left, left + KITTI_BENCHMARK_CROP[1])
-
-
-def kitti_errors(gt, pred, crop="garg", cap=KITTI_CAP, median_scale=False):
+def kitti_errors(gt, pred, crop="garg", cap=kitti.CAP, median_scale=False):
     """gt, pred: (H, W) metres, one image, one size -> {metric: scalar}: a pixel counts where 1e-3 < gt < cap
-    and inside the named crop (KITTI_CROPS' fractions of this frame)."""
-    valid = (gt > 1e-3) & (gt < cap)
-    if KITTI_CROPS[crop]:
-        top, bottom, left, right = KITTI_CROPS[crop]
+    and inside the named crop (kitti.CROPS' fractions of this frame)."""
+    valid = (gt > MIN_DEPTH) & (gt < cap)
+    if kitti.CROPS[crop]:
+        top, bottom, left, right = kitti.CROPS[crop]
         h, w = gt.shape
         box = torch.zeros_like(valid)
         box[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
@@ -108,7 +96,7 @@ def kitti_errors(gt, pred, crop="garg", cap=KITTI_CAP, median_scale=False):
     return score(gt[valid], pred[valid], cap, median_scale)
 
 
-def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", cap=KITTI_CAP, median_scale=False):
+def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", cap=kitti.CAP, median_scale=False):
     """gt (B, 1, H', W') full frames padded with zeros, pred (B, 1, 352, 1216) metres over the benchmark crop,
     frame_sizes [(H, W)] each frame's true size -> {metric: (B,) tensor}.
 
@@ -118,7 +106,7 @@ def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", c
     """
     rows = []
     for truth, depth, (h, w) in zip(gt[:, 0].float(), pred[:, 0].float(), frame_sizes):
-        box = kitti_crop_box(h, w)
+        box = kitti.benchmark_box(h, w)
         if protocol == "bts":
             frame = depth.new_zeros(h, w)
             frame[box] = depth

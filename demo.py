@@ -18,31 +18,25 @@ from PIL import Image, ImageOps
 import cli
 import options
 import visualize
-from monoclip import (BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, bin_weights,
-                      check_features, pick_device)
+from clip_runtime import check_dense_features
+from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, prompt_softmax
 from predict import default_focal, model_input
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 
 
-def parse_words(text):
-    words = [word.strip() for word in text.split(",")]
-    if not all(words):
-        raise ValueError(f"depth words {text!r} have an empty item; give comma-separated words, nearest first")
-    return words
-
-
-def parse_bins(text):
+def field(parse, text, name, problem):
+    """A comma-separated page field read as its flag is (options.comma_list, options.numbers), or a ValueError."""
     try:
-        return [float(item) for item in text.split(",")]
-    except ValueError:
-        raise ValueError(f"bins {text!r} are not comma-separated numbers of metres") from None
+        return parse(text)
+    except options.ListError as error:
+        raise ValueError(f"{name} {text!r} {problem} ({error})") from None
 
 
 class Playground:
     """The page's work without the page: image features kept per (image, feature), prompts encoded per edit."""
 
-    def __init__(self, model, long_side=544, normalize="imagenet"):
+    def __init__(self, model, long_side=options.LONG_SIDE, normalize="imagenet"):
         self.model, self.long_side, self.normalize = model, long_side, normalize
         self.views = {}  # (image digest, features) -> (view features (2, hw, C), grid); the last few images
         self.image_passes = 0  # how often the image tower ran: once per image and feature
@@ -51,7 +45,7 @@ class Playground:
     def image_features(self, image, features):
         key = (hashlib.sha256(image.tobytes()).hexdigest(), features)
         if key not in self.views:
-            check_features(self.model.clip, features, self.model.clip_model)
+            check_dense_features(self.model.clip, features, self.model.clip_model)
             self.model.features = features
             x = model_input(self.model, image, self.long_side, self.normalize)
             self.views = {k: v for k, v in list(self.views.items())[-3:]}  # a few images, not every one
@@ -65,8 +59,10 @@ class Playground:
         if image is None:
             raise ValueError("upload an image first")
         image = ImageOps.exif_transpose(image).convert("RGB")
-        prompts = DepthPrompts(parse_words(words), parse_bins(bins), [template],
-                               [obj.strip() for obj in objects.split(",") if obj.strip()], float(temperature))
+        prompts = DepthPrompts(field(options.comma_list, words, "depth words", "have an empty item"),
+                               field(options.numbers, bins, "bins", "are not comma-separated numbers of metres"),
+                               [template], field(options.comma_list, objects, "objects", "have an empty item"),
+                               float(temperature))
         if not focal or focal <= 0:
             raise ValueError(f"focal length {focal!r} must be a positive number of pixels")
         views, grid = self.image_features(image, features)
@@ -74,7 +70,7 @@ class Playground:
         size = (image.height, image.width)
         with torch.inference_mode():
             depth = self.model.depth_from_features(views if flip else views[:1], grid, size, flip, encoded)
-            weights = bin_weights(views[:1], grid, encoded)[0].float().cpu().numpy()  # (K, h, w)
+            weights = prompt_softmax(views[:1], grid, encoded)[0].float().cpu().numpy()  # (K, h, w)
         depth = depth[0, 0].float().cpu().numpy()
         rgb = np.asarray(image)
         shares = dict(zip(prompts.column_labels, weights.reshape(len(weights), -1).mean(axis=1).tolist()))
@@ -138,19 +134,15 @@ def build_page(playground):
 
 
 def main(argv=None):
-    p = options.parser("demo.py", __doc__.splitlines()[0])
-    p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
-    p.add_argument("--long_side", type=int, default=544, help="the long side (pixels) an image is resized to")
-    options.add_model_arguments(p)
+    p = options.demo_options()
     args = p.parse_args(argv)
+    options.check_model_arguments(p, args)
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise RuntimeError("the playground needs gradio: pip install -r requirements-demo.txt") from None
-    model = options.build_monoclip(args, pick_device(args.device))
-    normalize = model.mean_std if args.normalize == "model" else args.normalize
-    build_page(Playground(model, args.long_side, normalize)).launch(server_name=args.host, server_port=args.port)
+    model = options.build_monoclip(args)
+    build_page(Playground(model, args.long_side, options.normalization(args, model))).launch(server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

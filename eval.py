@@ -1,4 +1,5 @@
-"""Evaluate DepthCLIP, or a baseline, on NYU Depth V2 with the authors' protocol (Table 1 of the paper).
+"""Evaluate DepthCLIP, or a baseline, on NYU Depth V2 with the authors' protocol (Table 1 of the paper), or on
+KITTI's Eigen split with BTS's or the authors' protocol (--dataset KITTI).
 
     python eval.py [--data_path datasets/NYU_Depth_V2] [--clip_model RN50] [--output r.json]
     python eval.py --sweep configs/ablations.json [--cache features/] [--output sweep.json]
@@ -8,7 +9,9 @@ each prompt setting (one, or every entry of --sweep) the head, the two depths av
 pasted back into the 480x640 frame and scored inside the Eigen crop (calculate_error.py). The numbers do not
 depend on --batch_size, --workers, --cache or the number of processes (torchrun).
 """
+import argparse
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -23,11 +26,12 @@ from tqdm import tqdm
 
 import cli
 import options
+import sweep
 import visualize
 from calculate_error import METRICS, TABLE_COLUMNS, per_image_errors_KITTI, per_image_errors_NYU
-from datasets import DEFAULT_DATA_PATH, MODEL, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
+from datasets import DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
 from feature_cache import FeatureCache
-from monoclip import pick_device
+from clip_runtime import pick_device
 
 
 def start_distributed(device):
@@ -62,12 +66,12 @@ def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
     the dataset decodes only what the cache lacks), then the head for each prompt setting."""
     def predict(rgb, files, indices):
         if cache is None:
-            features, grid = model.view_features(rgb, flip)
+            patches, grid = model.view_features(rgb, flip)
         else:
-            features, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
-                                                 functools.partial(dataset.load_rgb, normalize=dataset.normalize),
-                                                 flip)
-        return [model.depth_from_features(features, grid, dataset.input_size, flip, prompts)
+            patches, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
+                                                functools.partial(dataset.load_rgb, normalize=dataset.normalize),
+                                                flip)
+        return [model.depth_from_features(patches, grid, dataset.input_size, flip, prompts)
                 for prompts in encoded_prompts]
     return predict
 
@@ -77,7 +81,7 @@ def nyu_errors(gt, pred, indices):
 
 
 def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, errors=nyu_errors):
-    """Per run, the per-image metric rows {'index', 'file', metric: float} for every image the loader yields.
+    """Per run, the per-image metric rows {'file', metric: float} for every image the loader yields.
 
     errors(gt, pred, indices) -> {metric: (B,)} (NYU's by default). pictures, if given, is called with each
     batch's (rgb, gt, pred of the first run, files, indices).
@@ -94,7 +98,7 @@ def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, er
                 scored = errors(gt, pred, indices)
                 names = list(scored)  # the metrics, and 'scale' with --median_scale
                 values = torch.stack([scored[name] for name in names], dim=1).tolist()  # (B, metrics)
-                run_rows += [{"index": i, "file": f, **dict(zip(names, v))} for i, f, v in zip(indices, files, values)]
+                run_rows += [{"file": f, **dict(zip(names, v))} for f, v in zip(files, values)]
             bar.update(len(files))
     return rows
 
@@ -162,123 +166,173 @@ def format_table(rows_by_name):
 
 def main(argv=None):
     args = options.parse_eval_args(argv)
-    runs = options.read_sweep(args.sweep, args) if args.sweep else None  # checked before any image is read
+    settings = sweep.read(args.sweep, args) if args.sweep else None  # checked before any model or image loads
     with cli.OutputFile(args.output) if args.output else contextlib.nullcontext() as output, \
             cli.output_dir(args.img_save, "--img_save") if args.img_save else contextlib.nullcontext():
-        return run(args, runs, output)
+        return run(args, settings, output)
 
 
-def open_dataset(args):
-    """The evaluated dataset, (its items' scene or drive, the per-image errors function, config entries)."""
-    with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
-    if args.dataset == "NYU":
-        data_path = args.data_path or DEFAULT_DATA_PATH
-        dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                             normalize=args.normalize, with_rgb=with_rgb)
-
-        def errors(gt, pred, indices):
-            return per_image_errors_NYU(gt, pred, median_scale=args.median_scale)
-        config = {"testfile_nyu": args.testfile_nyu if args.testfile_nyu == "auto" else os.path.abspath(args.testfile_nyu)}
-        return dataset, scene_of, errors, {"data_path": os.path.abspath(data_path), **config}
-    data_path = args.data_path or kitti.DEFAULT_DATA_PATH
-    dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
-                         normalize=args.normalize, with_rgb=with_rgb)
-
-    def errors(gt, pred, indices):
-        return per_image_errors_KITTI(gt, pred, [dataset.frame_size(i) for i in indices], args.kitti_protocol,
-                                      args.eval_crop, args.cap, args.median_scale)
-    config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(dataset.gt_root),
-              "testfile_kitti": args.testfile_kitti if args.testfile_kitti == "auto"
-              else os.path.abspath(args.testfile_kitti), "kitti_protocol": args.kitti_protocol,
-              "eval_crop": args.eval_crop, "cap": args.cap}
-    return dataset, drive_of, errors, config
+# ---------------------------------------------------------------- one evaluation, in stages
+@dataclasses.dataclass
+class Run:
+    """What the stages hand along: the settings, then what each stage adds."""
+    args: argparse.Namespace
+    settings: list  # [(name, DepthPrompts or None for a baseline, the names the user gave {prompt_set, bin_set})]
+    rank: int = 0
+    world: int = 1
+    device: torch.device = None
+    model: object = None  # MonoCLIP, or None for a baseline
+    dataset: object = None
+    scene_of: object = None  # a file -> its scene (NYU) or drive (KITTI)
+    errors: object = None  # (gt, pred, indices) -> {metric: (B,)}
+    dataset_config: dict = None
+    cache: FeatureCache = None
+    workers: int = 0
 
 
-def run(args, runs, output):
-    dataset, scene, errors, dataset_config = open_dataset(args)
-    index_of = {rgb: i for i, (rgb, _) in enumerate(dataset.pairs)}
-    bins_index = image_index(dataset, args.img_save_bins) if args.img_save_bins is not None else None
-    rank, world, device = start_distributed(pick_device(args.device))
-    workers = options.default_workers(device) if args.workers is None else args.workers
-    flip, cache = not args.no_flip, None
-    data = {"dataset": args.dataset, **dataset_config, "scenes": args.scenes, "limit": args.limit,
-            "median_scale": args.median_scale, "normalize": args.normalize, "flip": flip,
-            "batch_size": args.batch_size, "workers": workers, "world_size": world}
+def run(args, settings, output):
+    """settings -> data -> model -> predict and score -> gather -> report.
 
+    The data comes before the model so that a wrong path, list or image name fails in a second, not after a
+    checkpoint download; --normalize model is then resolved from the loaded model, in one place.
+    """
+    r = Run(args, settings or [(args.method, None, {})])
+    open_dataset(r)
+    bins_index = image_index(r.dataset, args.img_save_bins) if args.img_save_bins is not None else None
+    r.rank, r.world, r.device = start_distributed(pick_device(args.device))
     if args.method == "monoclip":
-        model = options.build_monoclip(args, device)
-        if args.normalize == MODEL:
-            dataset.normalize = model.mean_std
-        data["normalize_mean_std"] = mean_std(dataset.normalize)
-        if runs is None:
-            runs = [(args.method, model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
-        configs = [{**model.config(prompts), **names, **data, "method": args.method} for _, prompts, names in runs]
-        if os.path.isfile(args.clip_model):
-            for config in configs:
-                config["clip_model"] = os.path.abspath(args.clip_model)
+        r.model = options.build_monoclip(args, r.device)
+        r.dataset.normalize = options.normalization(args, r.model)
+        if settings is None:
+            r.settings = [(args.method, r.model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
         if args.cache:
-            weights = model.checkpoint_sha256 or model.clip_model  # open_clip's released weights: by model and tag
-            cache = FeatureCache(args.cache, {"weights": weights, "features": model.features,
-                                              "precision": model.precision, "device": model.device.type,
-                                              "dataset": args.dataset, "input_size": dataset.input_size,
-                                              "normalize": mean_std(dataset.normalize)})
-        predict = depthclip(model, [model.encode_prompts(prompts) for _, prompts, _ in runs], flip, cache, dataset)
-    else:
-        baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
-        runs, configs = [(args.method, None, None)], [{**baseline, **data, "method": args.method}]
-        predict = (lower_bound(args.seed, dataset.input_size) if args.method == "lower_bound"
-                   else constant(args.constant_depth, dataset.input_size))
-
-    shard = Subset(dataset, range(rank, len(dataset), world))  # each image exactly once across processes
-    loader = DataLoader(shard, batch_size=args.batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
-    if world > 1:
-        dist.barrier()
-    start = time.perf_counter()
-    pictures = panel_writer(args.img_save, dataset.normalize) if args.img_save else None
-    rows = evaluate(predict, loader, index_of, len(runs), progress=rank == 0, pictures=pictures, errors=errors)
-    views = {"views_read": cache.hits, "views_computed": cache.misses} if cache else None
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, (rows, views))
-        rows = [[row for part, _ in gathered for row in part[r]] for r in range(len(runs))]
-        views = views and {key: sum(counts[key] for _, counts in gathered) for key in views}
-    seconds = time.perf_counter() - start
-    if rank != 0:
+            r.cache = FeatureCache(args.cache, {**r.model.image_settings(), "dataset": args.dataset,
+                                                "input_size": r.dataset.input_size,
+                                                "normalize": mean_std(r.dataset.normalize)})
+    rows, views, seconds = predict_and_score(r)
+    if r.rank != 0:
         dist.destroy_process_group()
         return None
-
-    results = []
-    for (name, _, _), run_rows, config in zip(runs, rows, configs):
-        run_rows.sort(key=lambda row: row.pop("index"))
-        metrics, per_scene = summarize(run_rows, scene)
-        results.append({"name": name, "count": len(run_rows), "metrics": metrics, "per_scene": per_scene,
-                        "per_image": run_rows, "config": config})
-    count = results[0]["count"]
-    timing = {"seconds": seconds, "images_per_second": count / seconds if seconds else math.inf}
-    if args.sweep:
-        report = {"runs": results, "timing": timing}
-    else:
-        report = {"dataset": args.dataset, **{k: v for k, v in results[0].items() if k != "name"}, "timing": timing}
-    if getattr(dataset, "skipped", None):
-        report["skipped"] = {"reason": "no ground truth in the list (None)", "count": len(dataset.skipped),
-                             "files": dataset.skipped}
-    if views:
-        report["cache"] = views
-    print(format_table([(r["name"], r["count"], r["metrics"]) for r in results]))
-    print(f"{count} images in {seconds:.1f} s ({timing['images_per_second']:.2f} images/s)"
-          + (f"; {len(results)} prompt settings from one image pass" if args.sweep else "")
-          + (f"; cache: {views['views_read']} views read, {views['views_computed']} computed" if views else ""))
+    report = make_report(r, rows, views, seconds)
+    print_report(r, report)
     if output:
         output.write_json(report)
         print(f"results written to {args.output}")
     if args.img_save:
         if bins_index is not None:
-            save_bin_weights(model, dataset, bins_index, args.img_save)
+            save_bin_weights(r.model, r.dataset, bins_index, args.img_save)
         print(f"pictures written to {args.img_save}")
-    if world > 1:
+    if r.world > 1:
         dist.destroy_process_group()
     return report
+
+
+def open_dataset(r):
+    """The evaluated dataset (its list read and checked), its scene function, its per-image errors and what the
+    results' config says of it."""
+    args = r.args
+    normalize = args.normalize
+    with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
+    if args.dataset == "NYU":
+        data_path = args.data_path or DEFAULT_DATA_PATH
+        r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
+                               normalize=normalize, with_rgb=with_rgb)
+        r.scene_of = scene_of
+        r.errors = lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale)
+        r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
+    else:
+        data_path = args.data_path or kitti.DEFAULT_DATA_PATH
+        r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
+                               normalize=normalize, with_rgb=with_rgb)
+        r.scene_of = drive_of
+        r.errors = lambda gt, pred, indices: per_image_errors_KITTI(
+            gt, pred, [r.dataset.frame_size(i) for i in indices], args.kitti_protocol, args.eval_crop, args.cap,
+            args.median_scale)
+        r.dataset_config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
+                            "testfile_kitti": list_config(args.testfile_kitti), "kitti_protocol": args.kitti_protocol,
+                            "eval_crop": args.eval_crop, "cap": args.cap}
+
+
+def list_config(test_list):
+    return test_list if test_list == "auto" else os.path.abspath(test_list)
+
+
+def predictor(r):
+    """(rgb, files, indices) -> [prediction per setting]: DepthCLIP's, or the baseline's."""
+    size = r.dataset.input_size
+    if r.model is None:
+        return lower_bound(r.args.seed, size) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
+                                                                                              size)
+    encoded = [r.model.encode_prompts(prompts) for _, prompts, _ in r.settings]
+    return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset)
+
+
+def predict_and_score(r):
+    """This process's share of the images through the predictor and the metrics; every process's rows gathered on
+    rank 0, sorted as the list is. -> (rows per setting, cache counts or None, seconds)."""
+    r.workers = workers = options.default_workers(r.device) if r.args.workers is None else r.args.workers
+    shard = Subset(r.dataset, range(r.rank, len(r.dataset), r.world))  # each image exactly once across processes
+    loader = DataLoader(shard, batch_size=r.args.batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=r.device.type == "cuda", prefetch_factor=4 if workers else None)
+    index_of = {rgb: i for i, (rgb, _) in enumerate(r.dataset.pairs)}
+    predict = predictor(r)
+    if r.world > 1:
+        dist.barrier()
+    start = time.perf_counter()
+    pictures = panel_writer(r.args.img_save, r.dataset.normalize) if r.args.img_save else None
+    rows = evaluate(predict, loader, index_of, len(r.settings), progress=r.rank == 0, pictures=pictures,
+                    errors=r.errors)
+    views = {"views_read": r.cache.hits, "views_computed": r.cache.misses} if r.cache else None
+    if r.world > 1:
+        gathered = [None] * r.world
+        dist.all_gather_object(gathered, (rows, views))
+        rows = [[row for part, _ in gathered for row in part[i]] for i in range(len(r.settings))]
+        views = views and {key: sum(counts[key] for _, counts in gathered) for key in views}
+    order = {file: i for i, file in enumerate(index_of)}
+    rows = [sorted(setting_rows, key=lambda row: order[row["file"]]) for setting_rows in rows]
+    return rows, views, time.perf_counter() - start
+
+
+def run_config(r, prompts, names):
+    """One setting's results config: the model's and the prompts' settings (or the baseline's), then the data's."""
+    args = r.args
+    data = {"dataset": args.dataset, **r.dataset_config, "scenes": args.scenes, "limit": args.limit,
+            "median_scale": args.median_scale, "normalize": args.normalize, "flip": not args.no_flip,
+            "batch_size": args.batch_size, "workers": r.workers, "world_size": r.world}
+    if r.model is None:
+        baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
+        return {**baseline, **data, "method": args.method}
+    return {**r.model.config(prompts), **names, **data, "normalize_mean_std": mean_std(r.dataset.normalize),
+            "method": args.method}
+
+
+def make_report(r, rows, views, seconds):
+    results = []
+    for (name, prompts, names), setting_rows in zip(r.settings, rows):
+        metrics, per_scene = summarize(setting_rows, r.scene_of)
+        results.append({"name": name, "count": len(setting_rows), "metrics": metrics, "per_scene": per_scene,
+                        "per_image": setting_rows, "config": run_config(r, prompts, names)})
+    count = results[0]["count"]
+    timing = {"seconds": seconds, "images_per_second": count / seconds if seconds else math.inf}
+    if r.args.sweep:
+        report = {"runs": results, "timing": timing}
+    else:
+        report = {"dataset": r.args.dataset, **{k: v for k, v in results[0].items() if k != "name"}, "timing": timing}
+    if getattr(r.dataset, "skipped", None):
+        report["skipped"] = {"reason": "no ground truth in the list (None)", "count": len(r.dataset.skipped),
+                             "files": r.dataset.skipped}
+    if views:
+        report["cache"] = views
+    return report
+
+
+def print_report(r, report):
+    results = report.get("runs") or [{"name": r.args.method, **report}]
+    print(format_table([(one["name"], one["count"], one["metrics"]) for one in results]))
+    timing, views = report["timing"], report.get("cache")
+    print(f"{results[0]['count']} images in {timing['seconds']:.1f} s ({timing['images_per_second']:.2f} images/s)"
+          + (f"; {len(results)} prompt settings from one image pass" if r.args.sweep else "")
+          + (f"; cache: {views['views_read']} views read, {views['views_computed']} computed" if views else ""))
 
 
 if __name__ == "__main__":

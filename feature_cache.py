@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 import cli
-from clip import sha256_of_file
+from downloads import sha256_of_file
 
 FORMAT = 4  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
@@ -83,5 +83,5 @@ class FeatureCache:
             for (i, view), one in zip(missing, patches):
                 self.store(shas[i], view, one, grid)
                 found[(i, view)] = (one, grid)
-        features = torch.stack([found[key][0].to(model.device) for key in views])  # (V, hw, C)
-        return features, found[views[0]][1]
+        patches = torch.stack([found[key][0].to(model.device) for key in views])  # (V, hw, C)
+        return patches, found[views[0]][1]

@@ -1,4 +1,9 @@
-"""DepthCLIP: monocular depth from a frozen CLIP, with no training ("Can Language Understand Depth?", MM 2022).
+"""DepthCLIP: monocular depth from a frozen CLIP, with no training.
+
+Renrui Zhang, Ziyao Zeng, Ziyu Guo, Yafeng Li, "Can Language Understand Depth?", ACM Multimedia 2022
+(https://arxiv.org/abs/2207.01077). "The authors' code", wherever this repository says it, is their release:
+https://github.com/Adonis-galaxy/DepthCLIP at commit e247c87904763d8564f926712cca6dd082fdb9ca (DepthCLIP_code/),
+which this file was checked against (docs/faithfulness.md).
 
 Every image patch is compared with prompts such as "This object is close". The softmax over the
 distance words weights one depth bin (metres) per word, and the weighted sum is the patch's depth:
@@ -11,21 +16,18 @@ distance words weights one depth bin (metres) per word, and the weighted sum is 
 
 Steps 1 and 3 are cheap; step 2 is nearly all the work. Keeping them apart is what lets eval.py score
 any number of prompt settings (--sweep) from one pass of the image tower, and keep that pass (--cache).
+Loading and running CLIP (device, precision, speed-ups that keep the numbers) is clip_runtime.py's.
 """
-import contextlib
 import dataclasses
-import functools
-import os
 import string
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 import clip
-import open_clip_adapter
+from clip_runtime import FrozenCLIP, check_dense_features
 
 # ---------------------------------------------------------------- configuration: the paper's Table 1
 CLIP_MODEL = "RN50"
@@ -58,7 +60,6 @@ FEATURES = {  # --features: (the name CLIP's encode_image_dense knows it by, wha
                        "block without residual or MLP; ResNet and ViT"),
     "tokens": ("tokens", "last-layer ViT patch tokens through ln_post and proj; ViT only"),
 }
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 on CUDA (the authors' setting), fp32 on CPU
 
 
 # ---------------------------------------------------------------- 1. the language side
@@ -94,6 +95,11 @@ class DepthPrompts:
         return [word if len(self.objects) == 1 else f"{word} / {obj}" for word in self.depth_classes
                 for obj in self.objects]
 
+    def config(self):
+        """The settings as a results file records them."""
+        return {"depth_classes": list(self.depth_classes), "bins": list(self.bins), "templates": list(self.templates),
+                "objects": list(self.objects), "temperature": self.temperature}
+
 
 @torch.no_grad()
 def text_features(model, prompts, tokenize=clip.tokenize):
@@ -112,16 +118,16 @@ def text_features(model, prompts, tokenize=clip.tokenize):
 
 
 class EncodedPrompts(NamedTuple):
-    """A DepthPrompts on a model's device: what the head needs."""
+    """A DepthPrompts through a model's text tower, on its device: what the head needs."""
     text: torch.Tensor  # (embed_dim, K) unit columns
     bins: torch.Tensor  # (K,) metres
     temperature: float
 
-
-def encode_prompts(model, prompts, tokenize=clip.tokenize):
-    """DepthPrompts -> EncodedPrompts on the model's device: the text tower's whole share of the work."""
-    text = text_features(model, prompts, tokenize)  # (embed_dim, K)
-    return EncodedPrompts(text, torch.tensor(prompts.column_bins, device=text.device), prompts.temperature)
+    @classmethod
+    def of(cls, model, prompts, tokenize=clip.tokenize):
+        """DepthPrompts -> EncodedPrompts: the text tower's whole share of the work."""
+        text = text_features(model, prompts, tokenize)  # (embed_dim, K)
+        return cls(text, torch.tensor(prompts.column_bins, device=text.device), prompts.temperature)
 
 
 # ---------------------------------------------------------------- 2. the image side
@@ -135,7 +141,7 @@ def keep_every_other_channel(patches):
     return patches[..., ::2]
 
 
-def patch_features(model, images, features="paper"):
+def dense_patch_features(model, images, features="paper"):
     """(B, 3, H, W) normalized images -> ((B, hw, C) patch features compared with the text, (h, w) grid).
 
     H and W must be multiples of the patch stride. The features are L2-normalized per patch; the paper's
@@ -151,7 +157,7 @@ def patch_features(model, images, features="paper"):
 
 
 # ---------------------------------------------------------------- 3. the head
-def bin_weights(patches, grid, prompts):
+def prompt_softmax(patches, grid, prompts):
     """(B, hw, C) patch features, (h, w), EncodedPrompts -> (B, K, h, w): each patch's softmax over the prompts."""
     B = patches.shape[0]
     logits = CLIP_LOGIT_SCALE * patches @ prompts.text  # (B, hw, K)
@@ -162,7 +168,7 @@ def bin_weights(patches, grid, prompts):
 
 def depth_head(patches, grid, prompts):
     """(B, hw, C) patch features -> (B, 1, h, w) metres: the bins weighted by each patch's softmax."""
-    depth = bin_weights(patches, grid, prompts) * prompts.bins.view(1, -1, 1, 1)  # (B, K, h, w)
+    depth = prompt_softmax(patches, grid, prompts) * prompts.bins.view(1, -1, 1, 1)  # (B, K, h, w)
     return depth.sum(dim=1, keepdim=True)
 
 
@@ -170,62 +176,44 @@ def depth_head(patches, grid, prompts):
 class MonoCLIP(nn.Module):
     """Zero-shot depth: forward((B, 3, H, W) normalized images) -> (B, 1, H/s, W/s) metres, s the patch stride.
 
-    The prompt settings (depth_classes, bins, templates, objects, temperature) are a DepthPrompts; others
-    can be encoded with encode_prompts and handed to depth_from_features, reusing one image pass.
+    prompts: a DepthPrompts (default: the paper's); depth_classes, bins, templates, objects and temperature
+    build one instead, as a convenience. Other settings can be encoded with encode_prompts and handed to
+    depth_from_features, reusing one image pass. clip_model, device, precision: see clip_runtime.FrozenCLIP.
+    Raises ValueError for a setting the method or the backbone cannot run (naming it).
     """
 
     def __init__(self, clip_model=CLIP_MODEL, depth_classes=None, bins=None, templates=None, objects=None,
-                 temperature=TEMPERATURE, device=None, features="paper", precision="auto", download_root=None):
+                 temperature=None, device=None, features="paper", precision="auto", download_root=None,
+                 prompts=None):
         super().__init__()
-        self.prompts = DepthPrompts("paper" if depth_classes is None else depth_classes,
-                                    "paper" if bins is None else bins, TEMPLATES if templates is None else templates,
-                                    OBJECTS if objects is None else objects, temperature)
+        keywords = dict(depth_classes=depth_classes, bins=bins, templates=templates, objects=objects,
+                        temperature=temperature)
+        given = {name: value for name, value in keywords.items() if value is not None}
+        if prompts is not None and given:
+            raise ValueError(f"give prompts=DepthPrompts(...) or {', '.join(given)}, not both")
+        self.prompts = prompts if prompts is not None else DepthPrompts(**given)
         if features not in FEATURES:
             raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.features = features
-        self.device = pick_device(device)
-        self.precision = pick_precision(precision, self.device)
-        self.clip_model = clip_model
-
-        self.clip, self.tokenize, self.mean_std = load_clip(clip_model, self.device, download_root)
-        if self.precision != "fp16":
-            self.clip.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
-        self.clip.requires_grad_(False)
-        if self.precision != "fp16" and "trunk" in self.clip.dense_features:
-            fold_batchnorm(self.clip.visual)  # ~12% faster on a CPU; outputs move by float rounding (~1e-6 m)
-        self.clip.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
-        check_features(self.clip, features, clip_model)
-        self.encoded = self.encode_prompts(self.prompts)
+        self.backbone = FrozenCLIP(clip_model, device, precision, download_root)
+        self.clip = self.backbone.model
+        check_dense_features(self.clip, features, clip_model)
+        self.encoded = EncodedPrompts.of(self.clip, self.prompts, self.backbone.tokenize)
 
     def encode_prompts(self, prompts):
-        """DepthPrompts -> EncodedPrompts with this model's text tower and tokenizer."""
-        return encode_prompts(self.clip, prompts, self.tokenize)
-
-    @property
-    def stride(self):
-        """Input pixels per output depth pixel: 32 for a ResNet, the patch size for a ViT."""
-        size = getattr(self.clip.visual, "patch_size", 32)
-        return size if isinstance(size, int) else size[0]  # open_clip keeps (h, w); patches are square
-
-    @property
-    def views_per_pass(self):
-        """A CPU runs a 416x544 trunk fastest one image at a time (activations stay in cache); a GPU, all at once."""
-        return 1 if self.device.type == "cpu" else None
+        """DepthPrompts -> EncodedPrompts with this model's text tower (its own prompts are encoded once)."""
+        if prompts == self.prompts:
+            return self.encoded
+        return EncodedPrompts.of(self.clip, prompts, self.backbone.tokenize)
 
     def patch_features(self, x):
         """The image side: (B, 3, H, W) normalized images -> ((B, hw, C), (h, w)), on this model's device."""
-        B, _, H, W = x.shape
-        s = self.stride
-        if H % s or W % s:  # only ViT-L/14 at NYU's 416x544: resize to the nearest multiples of the patch
-            x = F.interpolate(x, size=(max(s, round(H / s) * s), max(s, round(W / s) * s)), mode="bilinear",
-                              align_corners=False)
-        x = x.to(self.device)  # channels_last weights make every convolution run channels_last
-        with self.autocast():
-            return patch_features(self.clip, x, self.features)
+        with self.backbone.autocast():
+            return dense_patch_features(self.clip, self.backbone.fit(x), self.features)
 
     def bin_weights(self, x):
         """(B, 3, H, W) normalized images -> (B, K, h, w): each patch's softmax over the K depth prompts."""
-        return bin_weights(*self.patch_features(x), self.encoded)
+        return prompt_softmax(*self.patch_features(x), self.encoded)
 
     def forward(self, x):
         return depth_head(*self.patch_features(x), self.encoded)  # (B, 1, h, w) metres
@@ -235,16 +223,16 @@ class MonoCLIP(nn.Module):
         """(B, 3, H, W) -> ((V, hw, C) patch features of the images then, with flip, their mirror images, (h, w))."""
         x = x.to(self.device, non_blocking=True)
         views = torch.cat([x, x.flip(3)]) if flip else x  # both views in one batch
-        parts = [self.patch_features(chunk) for chunk in split(views, self.views_per_pass)]
+        parts = [self.patch_features(chunk) for chunk in self.backbone.passes(views)]
         return torch.cat([patches for patches, _ in parts]), parts[0][1]
 
     @torch.inference_mode()
-    def depth_from_features(self, features, grid, size, flip=True, prompts=None):
+    def depth_from_features(self, patches, grid, size, flip=True, prompts=None):
         """view_features' output -> (B, 1, *size) metres: the head with these prompts (EncodedPrompts, the
         model's own by default), the mirror view's depth mirrored back and averaged in, then upsampled
         bilinearly with align_corners=True: the authors' evaluation protocol."""
         prompts = prompts or self.encoded
-        depth = torch.cat([depth_head(part, grid, prompts) for part in split(features, self.views_per_pass)])
+        depth = torch.cat([depth_head(part, grid, prompts) for part in self.backbone.passes(patches)])
         if flip:
             B = depth.shape[0] // 2
             depth = 0.5 * (depth[:B] + depth[B:].flip(3))
@@ -254,64 +242,29 @@ class MonoCLIP(nn.Module):
         """(B, 3, H, W) -> (B, 1, H, W) metres (or size): flip-averaged and upsampled, as evaluated."""
         return self.depth_from_features(*self.view_features(x, flip), size or x.shape[-2:], flip)
 
-    def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    # what scripts ask of the model, kept on it for them
+    device = property(lambda self: self.backbone.device)
+    precision = property(lambda self: self.backbone.precision)
+    mean_std = property(lambda self: self.backbone.mean_std, doc="(mean, std) of the backbone's training images")
+    stride = property(lambda self: self.backbone.stride, doc="input pixels per output depth pixel")
+    clip_model = property(lambda self: self.backbone.name)
 
-    @functools.cached_property
-    def checkpoint_sha256(self):
-        """The checkpoint file's SHA256 (a released model's from its URL); None for open_clip's downloads,
-        which open_clip names by model and tag."""
-        if self.clip_model.startswith(open_clip_adapter.PREFIX):
-            _, pretrained = open_clip_adapter.parse(self.clip_model)
-            return clip.sha256_of_file(pretrained) if pretrained and os.path.isfile(pretrained) else None
-        return clip.checkpoint_sha256(self.clip_model)
+    def image_settings(self):
+        """What determines the image side's output wherever the weights file lies and on whichever GPU: the
+        weights' SHA256 (open_clip's model and tag), dense feature, precision, device type (the feature cache's key)."""
+        return {"weights": self.backbone.weights_id(), "features": self.features, "precision": self.precision,
+                "device": self.device.type}
 
     def image_config(self):
-        """The settings that determine the image side's output."""
-        return {"clip_model": self.clip_model, "checkpoint_sha256": self.checkpoint_sha256,
-                "features": self.features, "precision": self.precision, "device": str(self.device)}
+        """The image side's settings as results files record them."""
+        return {**self.backbone.config(), "features": self.features}
 
     def config(self, prompts=None):
         """The settings that determine the output, for results files."""
-        prompts = prompts or self.prompts
-        return {**self.image_config(), "depth_classes": list(prompts.depth_classes), "bins": list(prompts.bins),
-                "templates": list(prompts.templates), "objects": list(prompts.objects),
-                "temperature": prompts.temperature, "torch": torch.__version__}
+        return {**self.image_config(), **(prompts or self.prompts).config(), "torch": torch.__version__}
 
 
-# ---------------------------------------------------------------- loading, guards and helpers
-def load_clip(name, device, download_root=None):
-    """(model, tokenize, (mean, std) of its training images): OpenAI's CLIP (clip/) by name or checkpoint path,
-    or an open_clip model for 'open_clip:<model>[@<pretrained>]' (open_clip_adapter.py)."""
-    if name.startswith(open_clip_adapter.PREFIX):
-        model = open_clip_adapter.load(name, device)
-        return model, model.tokenize, model.mean_std
-    model, _ = clip.load(name, device=device, download_root=download_root)
-    return model, clip.tokenize, (clip.CLIP_MEAN, clip.CLIP_STD)
-
-
-
-def split(views, size):
-    """A batch in chunks of `size` (None: whole)."""
-    return views.split(size or len(views))
-
-
-def fold_batchnorm(resnet):
-    """Fold each BatchNorm of a CLIP ResNet tower (OpenAI's or open_clip's ModifiedResNet) into the convolution
-    before it, in place, with torch's own fuse_conv_bn_eval: the same function, one operation less per pair."""
-    pairs = [(resnet, "conv1", "bn1"), (resnet, "conv2", "bn2"), (resnet, "conv3", "bn3")]
-    for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
-        for block in stage:
-            pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2"), (block, "conv3", "bn3")]
-            if block.downsample is not None:
-                pairs.append((block.downsample, "0", "1"))
-    for module, conv, bn in pairs:
-        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
-        setattr(module, bn, nn.Identity())
-
-
+# ---------------------------------------------------------------- checks of the settings
 def resolve_preset(value, presets, what):
     """A preset's name -> its tuple; a list is returned as a tuple."""
     if isinstance(value, str):
@@ -342,41 +295,3 @@ def check_prompts(prompts):
     t = prompts.temperature
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise ValueError(f"temperature {t!r} must be a number > 0")
-
-
-def check_features(model, features, name):
-    """Refuse a dense feature the backbone does not have, before any image runs."""
-    resnet = "trunk" in model.dense_features
-    if features == "paper":
-        if not resnet:
-            raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'maskclip', 'value' or "
-                             "'tokens'")
-        trunk_channels = model.visual.attnpool.k_proj.in_features
-        embed_dim = model.visual.output_dim
-        if trunk_channels != 2 * embed_dim:
-            raise ValueError(f"features='paper' keeps every other of the trunk's channels, which needs "
-                             f"2 x {embed_dim} (the embedding size) = {2 * embed_dim} channels, but {name} has "
-                             f"{trunk_channels} (only RN50 fits); use features='value'")
-    elif features == "tokens" and resnet:
-        raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper', 'maskclip' or 'value'")
-
-
-def pick_device(device=None):
-    """None/'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error, not a silent fallback."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use --device cpu "
-                         "(or install a CUDA build of PyTorch)")
-    return device
-
-
-def pick_precision(precision, device):
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use fp32 or bf16")
-    return precision

@@ -1,13 +1,14 @@
-"""Every command-line flag of eval.py, predict.py and bench.py, defined once; the sweep file's entries, read
-with the same meaning and checks as the flags."""
+"""Every command-line flag of eval.py, predict.py, demo.py and bench.py, defined once, and what the scripts
+build from them (the prompts, the model, the normalization). Sweep files are read by sweep.py with these flags'
+meaning; NYU, KITTI and the baselines are eval.py's --dataset and --method."""
 import argparse
-import json
 import os
 
 from cli import ArgumentParser
-from calculate_error import KITTI_CAP, KITTI_CROPS
+from clip_runtime import PRECISIONS
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
-from monoclip import BIN_SETS, FEATURES, PRECISIONS, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
+from datasets.images import MIN_DEPTH
+from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
 
 METHODS = {
     "monoclip": "DepthCLIP (MonoCLIP): zero-shot depth from CLIP",
@@ -15,22 +16,29 @@ METHODS = {
     "constant": "one constant depth everywhere (--constant_depth), a sanity row",
 }
 SWEEP_KEYS = ("name", "prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects", "temperature")
+LONG_SIDE = 544  # predict.py and the playground: a photo's long side, as NYU's evaluated crop
+
+
+class ListError(argparse.ArgumentTypeError, ValueError):
+    """A comma-separated value that cannot be read: argparse shows its message; the playground catches it."""
 
 
 def comma_list(text):
+    """'a, b,c' -> ['a', 'b', 'c']; an empty item is a ListError."""
     items = [item.strip() for item in text.split(",")]
     if not all(items):
-        raise argparse.ArgumentTypeError(f"{text!r} has an empty item; give comma-separated values")
+        raise ListError(f"{text!r} has an empty item; give comma-separated values")
     return items
 
 
 def numbers(text):
+    """'1, 2.5' -> [1.0, 2.5]; an item that is not a number is a ListError."""
     values = []
     for item in comma_list(text):
         try:
             values.append(float(item))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{item!r} is not a number") from None
+            raise ListError(f"{item!r} is not a number") from None
     return values
 
 
@@ -43,8 +51,17 @@ def default_workers(device):
     return max(1, min(8, (os.cpu_count() or 2) // 2 // local))
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it has one; a flag whose absence means something says so in its help."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser(prog, description):
-    return ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return ArgumentParser(prog=prog, description=description, formatter_class=HelpFormatter)
 
 
 def add_model_arguments(p):
@@ -53,26 +70,48 @@ def add_model_arguments(p):
     method.add_argument("--clip_model", default="RN50", help="an OpenAI CLIP name (RN50, ViT-B/16, ...), a checkpoint "
                         "path, or open_clip:<model>[@<pretrained tag or file>] (needs open_clip_torch)")
     method.add_argument("--prompt_set", choices=list(PROMPT_SETS),
-                        help="named depth words: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PROMPT_SETS.items()))
+                        help="named depth words (default: paper): " + "; ".join(f"{k}: {', '.join(v)}"
+                                                                                for k, v in PROMPT_SETS.items()))
     method.add_argument("--depth_classes", type=comma_list, help="depth words, nearest first (instead of --prompt_set)")
     method.add_argument("--bin_set", choices=list(BIN_SETS),
-                        help="named bins (m): " + "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in BIN_SETS.items()))
+                        help="named bins in metres, one per depth word (default: paper; kitti_scaled with --dataset "
+                             "KITTI); class1..class4 are the paper's bin ablation rows: " +
+                             "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in BIN_SETS.items()))
     method.add_argument("--bins", type=numbers, help="one depth (m) per word, comma-separated (instead of --bin_set)")
-    method.add_argument("--templates", type=comma_list, help="prompt templates with two {} slots: object, depth word")
-    method.add_argument("--objects", type=comma_list, help="object nouns for the templates")
-    method.add_argument("--temperature", type=float, default=TEMPERATURE)
+    method.add_argument("--templates", type=comma_list, help="prompt templates with two {} slots: object, depth word "
+                        f"(default: {DepthPrompts.templates[0]!r})")
+    method.add_argument("--objects", type=comma_list, help="object nouns for the templates "
+                        f"(default: {DepthPrompts.objects[0]!r})")
+    method.add_argument("--temperature", type=float, default=TEMPERATURE,
+                        help="the softmax over the depth words divides CLIP's logits by this (the paper's 0.1)")
     method.add_argument("--features", default="paper", choices=list(FEATURES),
                         help="; ".join(f"{k}: {v}" for k, (_, v) in FEATURES.items()))
     method.add_argument("--normalize", default="imagenet", choices=[*NORMALIZATIONS, MODEL],
                         help="RGB mean/std: the authors' ImageNet statistics, OpenAI CLIP's, or the model's own "
                              "(open_clip models say theirs)")
     method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
+    return method, add_running_arguments(p)
+
+
+def add_running_arguments(p):
+    """--device, --precision, --debug: every script that runs the model."""
     run = p.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--precision", default="auto", choices=PRECISIONS,
                      help="auto: fp16 on CUDA (the authors' setting), fp32 on CPU; bf16 runs under autocast")
     run.add_argument("--debug", action="store_true", help="show Python tracebacks")
-    return method, run
+    return run
+
+
+def add_batch_arguments(group):
+    """--batch_size and --workers: eval.py's loader, and bench.py's copy of it."""
+    group.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
+    group.add_argument("-j", "--workers", type=int, help="image-decoding processes (default: 0 on a CPU, "
+                       "half the cores up to 8 on a GPU)")
+
+
+def add_long_side(p):
+    p.add_argument("--long_side", type=int, default=LONG_SIDE, help="the long side (pixels) an image is resized to")
 
 
 def check_model_arguments(p, args):
@@ -80,6 +119,8 @@ def check_model_arguments(p, args):
         p.error("give --prompt_set or --depth_classes, not both")
     if args.bin_set and args.bins:
         p.error("give --bin_set or --bins, not both")
+    if getattr(args, "long_side", LONG_SIDE) < 32:
+        p.error("--long_side must be at least 32")
 
 
 def prompts_from(settings):
@@ -90,15 +131,20 @@ def prompts_from(settings):
                         settings["temperature"])
 
 
-def build_monoclip(args, device):
-    prompts = prompts_from(vars(args))
-    return MonoCLIP(args.clip_model, depth_classes=prompts.depth_classes, bins=prompts.bins,
-                    templates=prompts.templates, objects=prompts.objects, temperature=prompts.temperature,
-                    device=device, features=args.features, precision=args.precision)
+def build_monoclip(args, device=None):
+    """The MonoCLIP the flags describe (device: one already chosen, e.g. a torchrun rank's; default --device)."""
+    return MonoCLIP(args.clip_model, prompts=prompts_from(vars(args)), device=device or args.device,
+                    features=args.features, precision=args.precision)
+
+
+def normalization(args, model):
+    """--normalize resolved: a NORMALIZATIONS name, or the model's own (mean, std) for 'model'."""
+    return model.mean_std if args.normalize == MODEL else args.normalize
 
 
 def eval_options():
-    p = parser("eval.py", "Evaluate DepthCLIP, or a baseline, on NYU Depth V2 with the authors' protocol (Table 1 of the paper).")
+    p = parser("eval.py", "Evaluate DepthCLIP, or a baseline, on NYU Depth V2 (the authors' protocol, Table 1 of the "
+               "paper) or KITTI's Eigen split (BTS's or the authors' protocol).")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="NYU", choices=["NYU", "KITTI"])
     data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/test (default {DEFAULT_DATA_PATH}); "
@@ -119,8 +165,8 @@ def eval_options():
     outdoor.add_argument("--kitti_protocol", default="bts", choices=["bts", "authors"],
                          help="bts: the prediction pasted into the full frame and scored there (BTS, AdaBins); "
                               "authors: the ground truth cropped to the 352x1216 input box (the DepthCLIP authors')")
-    outdoor.add_argument("--cap", type=float, default=KITTI_CAP, help="the largest depth (m) that counts")
-    outdoor.add_argument("--eval_crop", default="garg", choices=list(KITTI_CROPS), help="the scored region")
+    outdoor.add_argument("--cap", type=float, default=kitti.CAP, help="the largest depth (m) that counts")
+    outdoor.add_argument("--eval_crop", default="garg", choices=list(kitti.CROPS), help="the scored region")
 
     method, run = add_model_arguments(p)
     method.add_argument("--method", default="monoclip", choices=list(METHODS),
@@ -130,9 +176,7 @@ def eval_options():
     method.add_argument("--seed", type=int, default=0, help="seed of the lower_bound draws")
     method.add_argument("--constant_depth", type=float, default=2.5, help="the constant baseline's depth (m)")
 
-    run.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
-    run.add_argument("-j", "--workers", type=int, help="image-decoding processes (default: 0 on a CPU, "
-                     "half the cores up to 8 on a GPU)")
+    add_batch_arguments(run)
     run.add_argument("--cache", metavar="DIR", help="keep each image's patch features here and reuse them in "
                      "later runs with the same image-side settings (clip_model, features, normalize, precision); "
                      "baselines have none and ignore it")
@@ -161,7 +205,7 @@ def parse_eval_args(argv=None):
             p.error("--img_save draws NYU's panels; for KITTI use predict.py on the images you want to see")
         if not (args.bins or args.bin_set):
             args.bin_set = "kitti_scaled"  # the paper's bins are for rooms; said in the results' config
-    if args.cap <= 1e-3:
+    if args.cap <= MIN_DEPTH:
         p.error("--cap must be more than 0.001 m")
     if args.sweep and (args.method != "monoclip" or args.img_save):
         p.error("--sweep scores DepthCLIP settings: it takes no --method baseline and no --img_save")
@@ -170,62 +214,12 @@ def parse_eval_args(argv=None):
     return args
 
 
-def read_sweep(path, args):
-    """[(name, DepthPrompts, the entry's own settings)] from a sweep file; what an entry leaves out comes from
-    args. Every entry is checked before anything runs; a bad one is a ValueError naming it and its key."""
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except OSError as error:
-        raise ValueError(f"--sweep {path} cannot be read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--sweep {path} is not JSON ({error})") from None
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"--sweep {path} must hold a non-empty JSON list of settings, e.g. "
-                         f"[{{\"name\": \"paper\"}}, {{\"name\": \"warm\", \"temperature\": 0.2}}]")
-    runs, names = [], set()
-    for number, entry in enumerate(entries, start=1):
-        where = f"--sweep {path}, entry {number}"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where} is a {type(entry).__name__}, not an object of settings")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"{where} needs a \"name\" (a non-empty string)")
-        where += f" ({name!r})"
-        if name in names:
-            raise ValueError(f"{where}: the name is used twice; give each entry its own")
-        names.add(name)
-        unknown = [key for key in entry if key not in SWEEP_KEYS]
-        if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r}; an entry takes {', '.join(SWEEP_KEYS)} "
-                             f"(image-side flags such as --clip_model are shared, given on the command line)")
-        for one, other in [("prompt_set", "depth_classes"), ("bin_set", "bins")]:
-            if one in entry and other in entry:
-                raise ValueError(f"{where}: give {one!r} or {other!r}, not both")
-        for key in ("depth_classes", "templates", "objects"):
-            if key in entry and not (isinstance(entry[key], list) and all(isinstance(v, str) for v in entry[key])):
-                raise ValueError(f"{where}: {key!r} must be a list of strings")
-        if "bins" in entry and not isinstance(entry["bins"], list):
-            raise ValueError(f"{where}: 'bins' must be a list of numbers (metres)")
-        settings = vars(args).copy()
-        if "prompt_set" in entry or "depth_classes" in entry:  # an entry's words replace the command line's
-            settings.update(prompt_set=None, depth_classes=None)
-        if "bin_set" in entry or "bins" in entry:
-            settings.update(bin_set=None, bins=None)
-        settings.update((key, value) for key, value in entry.items() if key != "name")
-        try:
-            prompts = prompts_from(settings)
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
-        runs.append((name, prompts, {"prompt_set": settings["prompt_set"], "bin_set": settings["bin_set"]}))
-    return runs
-
-
 def predict_options():
     p = parser("predict.py", "Depth for your own photos with DepthCLIP: one image or a folder of them.")
     p.add_argument("input", help="an image file or a folder of images")
-    p.add_argument("-o", "--out", help="output folder (default: beside each image)")
-    p.add_argument("--long_side", type=int, default=544, help="the long side (pixels) the image is resized to")
+    p.add_argument("-o", "--output", "--out", dest="output", help="output folder, created if needed (default: beside "
+                   "each image)")
+    add_long_side(p)
     p.add_argument("--ply", action="store_true", help="also write <name>_depth.ply, a coloured point cloud "
                    "(pinhole camera, principal point at the image centre)")
     p.add_argument("--focal", type=float, help="focal length in pixels for --ply (default: NYU's colour camera, "
@@ -238,12 +232,17 @@ def bench_options():
     p = parser("bench.py", "Benchmark: eval.py's loop against the authors' way of evaluating, on a full-size RN50 and "
                "NYU-sized images.")
     p.add_argument("--images", type=int, default=16, help="timed images (plus a warm-up of 2)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS,
-                   help="of eval.py's loop; auto: fp16 on CUDA, fp32 on CPU")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported")
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("-j", "--workers", type=int, help="eval.py's default: 0 on a CPU, more on a GPU")
-    p.add_argument("--json", help="also write the report to this file")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported "
+                   "(fewer than 3 are not comparable)")
+    p.add_argument("--output", "--json", dest="output", help="also write the report as JSON to this file")
+    add_batch_arguments(add_running_arguments(p))
+    return p
+
+
+def demo_options():
+    p = parser("demo.py", "Playground: type depth words, watch the depth change (a Gradio page).")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    add_long_side(p)
+    add_model_arguments(p)
     return p

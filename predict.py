@@ -19,9 +19,8 @@ from tqdm import tqdm
 import cli
 import options
 import visualize
-from datasets import MODEL, normalized, open_image
+from datasets import normalized, open_image
 from datasets.nyu import FOCAL, IMAGE_SIZE
-from monoclip import pick_device
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OUTPUT_SUFFIXES = ("_depth.png", "_depth_color.png", "_depth.ply")
@@ -72,24 +71,22 @@ def main(argv=None):
     p = options.predict_options()
     args = p.parse_args(argv)
     options.check_model_arguments(p, args)
-    if args.long_side < 32:
-        p.error("--long_side must be at least 32")
     if args.focal is not None and args.focal <= 0:
         p.error("--focal must be a positive number of pixels")
 
     images = find_images(args.input)
-    with cli.output_dir(args.out, "--out") if args.out else contextlib.nullcontext():
-        model = options.build_monoclip(args, pick_device(args.device))
+    with cli.output_dir(args.output, "--output") if args.output else contextlib.nullcontext():
+        model = options.build_monoclip(args)
+        normalize = options.normalization(args, model)
         for path in tqdm(images, desc="predict", unit="image", disable=len(images) == 1):
-            normalize = model.mean_std if args.normalize == MODEL else args.normalize
             image = read_image(path)
             depth = predict_depth(model, image, args.long_side, normalize, flip=not args.no_flip)
-            stem = os.path.join(args.out or os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
+            stem = os.path.join(args.output or os.path.dirname(path), os.path.splitext(os.path.basename(path))[0])
             visualize.save_depth(stem + OUTPUT_SUFFIXES[0], stem + OUTPUT_SUFFIXES[1], depth)
             if args.ply:
                 focal = args.focal or default_focal(image.width)
                 cli.write_file(stem + OUTPUT_SUFFIXES[2], visualize.point_cloud_ply(depth, np.asarray(image), focal))
-    print(f"{len(images)} depth map(s) written to {args.out or os.path.dirname(os.path.abspath(images[0]))}")
+    print(f"{len(images)} depth map(s) written to {args.output or os.path.dirname(os.path.abspath(images[0]))}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 import cli  # noqa: E402
-from calculate_error import NYU_PASTE_BOX, paste_into_frame  # noqa: E402
+from calculate_error import paste_into_frame  # noqa: E402
+from datasets.images import MIN_DEPTH  # noqa: E402
+from datasets.nyu import PASTE_BOX  # noqa: E402
 
 COLORMAP = "viridis"
 BAR_HEIGHT = 28  # the labelled colour bar under a depth picture
@@ -85,9 +87,9 @@ def save_panel(path, rgb, pred, gt):
     rgb (416, 544, 3) uint8, pred (416, 544) m, gt (480, 640) m with 0 where missing; gt is shown over the
     same crop. The scale runs from 0 to the larger of the two maxima.
     """
-    top, bottom, left, right = NYU_PASTE_BOX
+    top, bottom, left, right = PASTE_BOX
     gt = np.asarray(gt, np.float64)[top:bottom, left:right]
-    gt = np.where(gt > 1e-3, gt, np.nan)
+    gt = np.where(gt > MIN_DEPTH, gt, np.nan)
     pred = np.asarray(pred, np.float64)
     vmax = max(float(pred.max()), float(np.nanmax(gt)) if np.isfinite(gt).any() else 0.0)
     columns = [rgb, colorize(pred, 0, vmax), colorize(gt, 0, vmax)]

@@ -1,8 +1,5 @@
 """Loading CLIP models (download, checksum, checkpoint reading) and tokenizing text."""
-import hashlib
 import os
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from typing import List, Union
@@ -10,12 +7,13 @@ from typing import List, Union
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
+
+from downloads import download, sha256_of_file
 
 from .model import build_model
 from .simple_tokenizer import SimpleTokenizer
 
-__all__ = ["available_models", "load", "tokenize", "checkpoint_sha256", "download", "sha256_of_file", "to_tensor"]
+__all__ = ["available_models", "load", "tokenize"]
 
 _URL = "https://openaipublic.azureedge.net/clip/models/{sha256}/{file}"
 _MODELS = {name: _URL.format(sha256=sha, file=file) for name, sha, file in [
@@ -39,69 +37,9 @@ def available_models() -> List[str]:
     return list(_MODELS)
 
 
-def sha256_of_file(path):
-    """The file's SHA256, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def checkpoint_sha256(name: str) -> str:
     """The SHA256 of a released model's file (the second-to-last part of its URL) or of a checkpoint file."""
     return _MODELS[name].split("/")[-2] if name in _MODELS else sha256_of_file(name)
-
-
-def download(url: str, target: str, sha256: str = None, hint: str = "", resume: bool = False) -> str:
-    """Stream url to target with a progress bar, unless target is there (with the right SHA256, if given).
-
-    The bytes go to a temporary name beside the target and are renamed only once complete (and, with
-    sha256, once the hash matches), so an interrupted, short or corrupt download never sits under the final
-    name. With resume the temporary file is <target>.part and outlives a failure: the next call asks the server
-    for the rest (an HTTP Range request) and appends it. hint: what to do instead, appended to the one-line error.
-    """
-    if os.path.isfile(target) and (sha256 is None or sha256_of_file(target) == sha256):
-        return target
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    partial = f"{target}.part" if resume else f"{target}.{os.getpid()}.part"
-    done = os.path.getsize(partial) if resume and os.path.isfile(partial) else 0
-    digest = hashlib.sha256()
-    complete = False
-    try:
-        try:
-            request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-            with urllib.request.urlopen(request) as source:
-                if done and getattr(source, "status", 200) != 206:  # the server sends it whole: start again
-                    done = 0
-                if done:
-                    with open(partial, "rb") as f:
-                        for block in iter(lambda: f.read(1 << 20), b""):
-                            digest.update(block)
-                size = int(source.headers.get("Content-Length") or 0) or None
-                total = done + size if size else None
-                with open(partial, "ab" if done else "wb") as out, \
-                        tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=os.path.basename(target)) as bar:
-                    for block in iter(lambda: source.read(1 << 20), b""):
-                        out.write(block)
-                        digest.update(block)
-                        bar.update(len(block))
-                if total and bar.n != total:  # a connection closed early ends the stream without an error
-                    raise OSError(f"the connection closed after {bar.n} of {total} bytes")
-        except (urllib.error.URLError, OSError) as error:
-            kept = f" ({os.path.getsize(partial)} bytes kept in {partial}: run again to resume)" if resume and \
-                os.path.isfile(partial) else ""
-            raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}){kept}; {hint}") from None
-        complete = True
-        if sha256 is not None and digest.hexdigest() != sha256:
-            raise RuntimeError(f"downloaded {os.path.basename(target)} does not match its SHA256 (expected {sha256}, "
-                               f"got {digest.hexdigest()}); the file was deleted, try again")
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial) and (complete or not resume):  # a resumable part stays until it is whole
-            os.remove(partial)
-    return target
 
 
 def _is_torchscript(path):
@@ -148,12 +86,6 @@ def _check_state_dict(state_dict, path):
                            f"{', '.join(missing)}; expected a checkpoint in OpenAI's CLIP format")
 
 
-def to_tensor(image, mean=CLIP_MEAN, std=CLIP_STD):
-    """PIL RGB image -> (3, H, W) float32: /255, then (x - mean) / std per channel."""
-    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
-
 def _transform(n_px):
     """OpenAI's preprocess, written with PIL alone (importing torchvision costs ~160 MB of memory):
     PIL image -> (3, n_px, n_px): short side resized bicubically to n_px, centre crop, RGB, CLIP's mean/std."""
@@ -165,7 +97,9 @@ def _transform(n_px):
             size = (int(n_px * width / height), n_px)
         image = image.resize(size, Image.BICUBIC)
         left, top = int(round((size[0] - n_px) / 2.0)), int(round((size[1] - n_px) / 2.0))
-        return to_tensor(image.crop((left, top, left + n_px, top + n_px)).convert("RGB"))
+        rgb = np.asarray(image.crop((left, top, left + n_px, top + n_px)).convert("RGB"), dtype=np.float32) / 255.0
+        rgb = torch.from_numpy(rgb).permute(2, 0, 1)  # ToTensor
+        return (rgb - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)  # Normalize
     return preprocess
 
 

@@ -5,12 +5,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clip import CLIP_MEAN, CLIP_STD, to_tensor
+from clip.clip import CLIP_MEAN, CLIP_STD
 
 NORMALIZATIONS = {  # --normalize: (mean, std) per RGB channel
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # the authors' choice
     "clip": (CLIP_MEAN, CLIP_STD),  # OpenAI CLIP's training statistics
 }
+MIN_DEPTH = 1e-3  # metres: ground truth at or below this is no measurement; predictions and truth are clamped to it
 MODEL = "model"  # --normalize model: the loaded model's own statistics (MonoCLIP.mean_std), known once it is loaded
 MODE_NAMES = {"1": "1-bit black-and-white", "L": "8-bit grayscale", "LA": "8-bit grayscale with alpha",
               "P": "8-bit palette", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "CMYK": "CMYK", "F": "32-bit float",
@@ -57,8 +58,10 @@ def mean_std(normalize):
 
 
 def normalized(image, normalize="imagenet"):
-    """PIL RGB image -> (3, H, W) float32: /255, then the normalization's mean/std."""
-    return to_tensor(image, *mean_std(normalize))
+    """PIL RGB image -> (3, H, W) float32: /255, then (x - mean) / std per channel with the normalization's pair."""
+    mean, std = mean_std(normalize)
+    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (rgb - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
 def unnormalize(rgb, normalize="imagenet"):

@@ -15,8 +15,6 @@ import os
 import torch
 from PIL import Image
 
-from calculate_error import KITTI_BENCHMARK_CROP as CROP_SIZE, kitti_crop_box
-
 from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +23,13 @@ DEFAULT_TEST_LIST = os.path.join(HERE, "eigen_test_files_with_gt.txt")
 GT_FOLDER = "data_depth_annotated"  # the default --gt_path under --data_path (the authors' layout)
 
 DEPTH_SCALE = 256.0  # PNG units per metre
+CROP_SIZE = (352, 1216)  # rows, cols of KITTI's benchmark crop: the frame's bottom rows, centred columns; the input
+CAP = 80.0  # metres: the largest depth scored (--cap)
+CROPS = {  # --eval_crop: (top, bottom, left, right) as fractions of the scored frame
+    "garg": (0.40810811, 0.99189189, 0.03594771, 0.96405229),  # Garg et al. 2016, as BTS and the authors
+    "eigen": (0.3324324, 0.91351351, 0.0359477, 0.96405229),  # Eigen et al. 2014, as BTS
+    "none": None,
+}
 MAX_FRAME = (376, 1242)  # the largest raw frame of the split; smaller ones are padded with zeros (no depth)
 CHECK_HINT = "python -m datasets.prepare_kitti --check says which drives are missing"
 
@@ -64,13 +69,19 @@ def read_pairs(data_path, gt_path, test_list):
     return pairs, skipped
 
 
+def benchmark_box(height, width):
+    """(rows, cols) slices of the benchmark crop in a frame of this size: the bottom rows, the centred columns."""
+    top, left = height - CROP_SIZE[0], (width - CROP_SIZE[1]) // 2
+    return slice(top, top + CROP_SIZE[0]), slice(left, left + CROP_SIZE[1])
+
+
 def load_rgb(path, normalize="imagenet"):
     """(3, 352, 1216) float32: the benchmark crop, /255, normalized."""
     image = open_image(path).convert("RGB")
     if image.height < CROP_SIZE[0] or image.width < CROP_SIZE[1]:
         raise DataError(f"{path} is {image.width}x{image.height}, smaller than KITTI's {CROP_SIZE[1]}x{CROP_SIZE[0]} "
                         f"benchmark crop; expected a raw KITTI frame (about 1242x375)")
-    rows, cols = kitti_crop_box(image.height, image.width)
+    rows, cols = benchmark_box(image.height, image.width)
     return normalized(image.crop((cols.start, rows.start, cols.stop, rows.stop)), normalize)
 
 

@@ -10,8 +10,6 @@ import os
 import numpy as np
 import torch
 
-from calculate_error import NYU_MAX_DEPTH
-
 from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -23,6 +21,11 @@ RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors
 INPUT_SIZE = (RGB_CROP_BOX[3] - RGB_CROP_BOX[1], RGB_CROP_BOX[2] - RGB_CROP_BOX[0])  # (416, 544): what the model sees
 DEPTH_SCALE = 1000.0  # PNG units per metre
 IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
+FRAME = (IMAGE_SIZE[1], IMAGE_SIZE[0])  # (480, 640) rows, cols: the ground truth's frame
+PASTE_BOX = (RGB_CROP_BOX[1], RGB_CROP_BOX[3], RGB_CROP_BOX[0], RGB_CROP_BOX[2])  # rows, cols of the crop in the frame
+EIGEN_CROP = (45, 471, 46, 601)  # rows, cols scored: the authors' calculate_error.py (crop_mask[45:471, 46:601]);
+# BTS's eval_with_pngs.py and most others use cols 41:601, Eigen et al. 2014's crop as they wrote it
+MAX_DEPTH = 10.0  # metres: the ground truth is clipped to it and only depth below it is scored
 FOCAL = 518.8579  # pixels: the focal length (fx) of NYU's colour camera at 640x480, for point clouds
 PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
 AUTO_HINT = "--testfile_nyu auto (test_list='auto' in Python)"
@@ -70,7 +73,7 @@ def load_rgb(path, normalize="imagenet"):
 def load_depth(path):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10]; 0 = missing."""
     depth = depth_values(_open(path), path, "NYU depth must be a 16-bit grayscale PNG in millimetres") / DEPTH_SCALE
-    return torch.from_numpy(np.clip(depth, 0, NYU_MAX_DEPTH))[None]
+    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH))[None]
 
 
 class NYUDepthV2(torch.utils.data.Dataset):

@@ -13,7 +13,7 @@ import os
 import zipfile
 
 import cli
-from clip import download
+from downloads import download
 from datasets.images import DataError, read_list
 from datasets.kitti import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, GT_FOLDER, drive_of
 

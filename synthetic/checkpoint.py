@@ -3,8 +3,8 @@
 without downloads.
 
     python -m synthetic.checkpoint OUT.pt --rn50            # RN50's full geometry (about 400 MB): timings
-    python -m synthetic.checkpoint OUT.pt [--seed 0] [--vision-layers 1,1,1,1] [--text-width 64] [--text-layers 1]
-    python -m synthetic.checkpoint OUT.pt --vit 32 [--vit-width 64] [--vit-layers 2] [--embed-dim 64]
+    python -m synthetic.checkpoint OUT.pt [--seed 0] [--vision_layers 1,1,1,1] [--text_width 64] [--text_layers 1]
+    python -m synthetic.checkpoint OUT.pt --vit 32 [--vit_width 64] [--vit_layers 2] [--embed_dim 64]
 
 The weights mean nothing; they pin the computation down. The draws (one numpy RandomState, tensors
 filled in state-dict order) are those of the parity references' generator, so golden.json applies.
@@ -142,13 +142,13 @@ def main(argv=None):
     parser.add_argument("--rn50", action="store_true",
                         help="RN50's full geometry (3,4,6,3 bottlenecks, 12-layer width-512 text tower), for timings")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vision-layers", default="1,1,1,1", help="bottlenecks per ResNet stage")
-    parser.add_argument("--text-width", type=int, default=64)
-    parser.add_argument("--text-layers", type=int, default=1)
+    parser.add_argument("--vision_layers", "--vision-layers", default="1,1,1,1", help="bottlenecks per ResNet stage")
+    parser.add_argument("--text_width", "--text-width", type=int, default=64)
+    parser.add_argument("--text_layers", "--text-layers", type=int, default=1)
     parser.add_argument("--vit", type=int, metavar="PATCH", help="a ViT image tower with this patch size")
-    parser.add_argument("--vit-width", type=int, default=64)
-    parser.add_argument("--vit-layers", type=int, default=2)
-    parser.add_argument("--embed-dim", type=int, help="joint embedding size (default 1024 for ResNet, 64 for ViT)")
+    parser.add_argument("--vit_width", "--vit-width", type=int, default=64)
+    parser.add_argument("--vit_layers", "--vit-layers", type=int, default=2)
+    parser.add_argument("--embed_dim", "--embed-dim", type=int, help="joint embedding size (default 1024 for ResNet, 64 for ViT)")
     args = parser.parse_args(argv)
     if args.rn50:
         state = make_state_dict(args.seed, **RN50_GEOMETRY)

@@ -11,6 +11,7 @@ from PIL import Image
 
 import clip
 import clip.clip as clip_module
+import downloads
 from synthetic.checkpoint import make_state_dict
 
 
@@ -149,14 +150,14 @@ def serve(monkeypatch, payload=None, error=None):
         if error:
             raise error
         return FakeResponse(payload)
-    monkeypatch.setattr(clip_module.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", urlopen)
 
 
 def test_download_checks_sha256_and_renames_when_complete(monkeypatch, tmp_path):
     payload = b"weights" * 1000
     sha = hashlib.sha256(payload).hexdigest()
     serve(monkeypatch, payload)
-    path = clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=sha)
+    path = downloads.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=sha)
     assert path == str(tmp_path / "M.pt") and open(path, "rb").read() == payload
     assert os.listdir(tmp_path) == ["M.pt"]
 
@@ -166,7 +167,7 @@ def test_download_with_wrong_sha256_is_deleted_and_reported(monkeypatch, tmp_pat
     expected = "0" * 64
     serve(monkeypatch, payload)
     with pytest.raises(RuntimeError) as error:
-        clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=expected)
+        downloads.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256=expected)
     assert expected in str(error.value) and hashlib.sha256(payload).hexdigest() in str(error.value)
     assert os.listdir(tmp_path) == []
 
@@ -186,9 +187,9 @@ def test_interrupted_download_leaves_no_file(monkeypatch, tmp_path):
             if self.tell() > 0:
                 raise KeyboardInterrupt
             return super().read(size)
-    monkeypatch.setattr(clip_module.urllib.request, "urlopen", lambda url: Interrupted(b"x" * 200_000))
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", lambda url: Interrupted(b"x" * 200_000))
     with pytest.raises(KeyboardInterrupt):
-        clip.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256="0" * 64)
+        downloads.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), sha256="0" * 64)
     assert os.listdir(tmp_path) == []
 
 

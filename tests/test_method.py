@@ -11,8 +11,8 @@ import clip
 import eval as evaluation
 from calculate_error import compute_errors_NYU
 from datasets import NYUDepthV2
-from monoclip import (CLIP_LOGIT_SCALE, DepthPrompts, MonoCLIP, depth_head, keep_every_other_channel, patch_features,
-                      text_features)
+from monoclip import (CLIP_LOGIT_SCALE, DepthPrompts, MonoCLIP, dense_patch_features, depth_head,
+                      keep_every_other_channel, text_features)
 
 TOLERANCE = 1e-5
 GOLDEN_MODEL_CASES = ["model_default", "model_temperature2", "model_prompt2_temperature2", "model_bins3_temperature2"]
@@ -145,5 +145,5 @@ def test_batchnorm_folding_moves_depth_by_rounding_only(model, checkpoint):
     unfolded, _ = clip.load(checkpoint, device="cpu")
     x = golden_model_input()
     with torch.inference_mode():
-        expected = depth_head(*patch_features(unfolded, x, "paper"), model.encoded)
+        expected = depth_head(*dense_patch_features(unfolded, x, "paper"), model.encoded)
         torch.testing.assert_close(model(x), expected, atol=2e-6, rtol=0)

@@ -1,0 +1,158 @@
+"""A frozen CLIP made ready to run DepthCLIP's two towers: everything about running the model that is not the method.
+
+    backbone = FrozenCLIP("RN50", device="auto", precision="auto")
+    backbone.model          the CLIP (OpenAI's, clip/; or open_clip's through open_clip_adapter.py), frozen
+    backbone.tokenize       its tokenizer;  backbone.mean_std: the (mean, std) of its training images
+    backbone.stride         input pixels per patch (32 for a ResNet, the patch size for a ViT)
+
+What it decides: the device (CUDA when present) and precision (fp16 on CUDA, as the authors ran it; fp32 on a
+CPU; bf16 under autocast on request); speed-ups that keep the numbers (BatchNorm folded into its convolution,
+channels_last, one view per pass on a CPU); and the settings that results files and the feature cache record
+(checkpoint SHA256, precision, device). monoclip.py holds the method and asks this module only to load and run.
+"""
+import contextlib
+import functools
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+import clip
+import open_clip_adapter
+from clip.clip import CLIP_MEAN, CLIP_STD, checkpoint_sha256
+from downloads import sha256_of_file
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 on CUDA (the authors' setting), fp32 on CPU
+
+
+class FrozenCLIP:
+    """A CLIP loaded by name or path, frozen (no gradients, eval mode) on its device in its precision.
+
+    name: an OpenAI CLIP name (RN50, ViT-B/16, ...; downloaded with a SHA256 check), a checkpoint path, or
+    'open_clip:<model>[@<pretrained>]'. Raises ValueError for a device or precision this machine cannot run,
+    RuntimeError for a checkpoint that cannot be read (one line naming the file).
+    """
+
+    def __init__(self, name, device=None, precision="auto", download_root=None):
+        self.name = name
+        self.device = pick_device(device)
+        self.precision = pick_precision(precision, self.device)
+        self.model, self.tokenize, self.mean_std = load_clip(name, self.device, download_root)
+        if self.precision != "fp16":
+            self.model.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
+        self.model.requires_grad_(False)
+        if self.precision != "fp16" and "trunk" in self.model.dense_features:
+            fold_batchnorm(self.model.visual)  # ~12% faster on a CPU; outputs move by float rounding (~1e-6 m)
+        self.model.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
+
+    @property
+    def stride(self):
+        """Input pixels per output depth pixel: 32 for a ResNet, the patch size for a ViT."""
+        size = getattr(self.model.visual, "patch_size", 32)
+        return size if isinstance(size, int) else size[0]  # open_clip keeps (h, w); patches are square
+
+    def passes(self, views):
+        """A batch of views in the chunks the image tower runs best: one view per pass on a CPU (a 416x544 trunk's
+        activations stay in cache, and batch size no longer changes a digit), all at once on a GPU."""
+        return views.split(1) if self.device.type == "cpu" else (views,)
+
+    def fit(self, x):
+        """(B, 3, H, W) -> on this device, H and W resized bilinearly to the nearest multiples of the stride where
+        they are not (only ViT-L/14 at NYU's 416x544)."""
+        _, _, H, W = x.shape
+        s = self.stride
+        if H % s or W % s:
+            x = F.interpolate(x, size=(max(s, round(H / s) * s), max(s, round(W / s) * s)), mode="bilinear",
+                              align_corners=False)
+        return x.to(self.device)  # channels_last weights make every convolution run channels_last
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @functools.cached_property
+    def checkpoint_sha256(self):
+        """The checkpoint file's SHA256 (a released model's from its URL); None for open_clip's downloads,
+        which open_clip names by model and tag."""
+        if self.name.startswith(open_clip_adapter.PREFIX):
+            _, pretrained = open_clip_adapter.parse(self.name)
+            return sha256_of_file(pretrained) if pretrained and os.path.isfile(pretrained) else None
+        return checkpoint_sha256(self.name)
+
+    def config(self):
+        """What results files record about the model: name (a file as its absolute path), SHA256, precision, device."""
+        name = os.path.abspath(self.name) if os.path.isfile(self.name) else self.name
+        return {"clip_model": name, "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision,
+                "device": str(self.device)}
+
+    def weights_id(self):
+        """What names these weights for the feature cache: the SHA256, or open_clip's model and tag."""
+        return self.checkpoint_sha256 or self.name
+
+
+def load_clip(name, device, download_root=None):
+    """(model, tokenize, (mean, std) of its training images): OpenAI's CLIP (clip/) by name or checkpoint path,
+    or an open_clip model for 'open_clip:<model>[@<pretrained>]' (open_clip_adapter.py)."""
+    if name.startswith(open_clip_adapter.PREFIX):
+        model = open_clip_adapter.load(name, device)
+        return model, model.tokenize, model.mean_std
+    model, _ = clip.load(name, device=device, download_root=download_root)
+    return model, clip.tokenize, (CLIP_MEAN, CLIP_STD)
+
+
+def fold_batchnorm(resnet):
+    """Fold each BatchNorm of a CLIP ResNet tower (OpenAI's or open_clip's ModifiedResNet) into the convolution
+    before it, in place, with torch's own fuse_conv_bn_eval: the same function, one operation less per pair."""
+    pairs = [(resnet, "conv1", "bn1"), (resnet, "conv2", "bn2"), (resnet, "conv3", "bn3")]
+    for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+        for block in stage:
+            pairs += [(block, "conv1", "bn1"), (block, "conv2", "bn2"), (block, "conv3", "bn3")]
+            if block.downsample is not None:
+                pairs.append((block.downsample, "0", "1"))
+    for module, conv, bn in pairs:
+        setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, bn)))
+        setattr(module, bn, nn.Identity())
+
+
+def check_dense_features(model, features, name):
+    """Refuse a --features kind the backbone does not have, before any image runs (ValueError)."""
+    resnet = "trunk" in model.dense_features
+    if features == "paper":
+        if not resnet:
+            raise ValueError("features='paper' reads a ResNet trunk; for a ViT CLIP use 'maskclip', 'value' or "
+                             "'tokens'")
+        trunk_channels = model.visual.attnpool.k_proj.in_features
+        embed_dim = model.visual.output_dim
+        if trunk_channels != 2 * embed_dim:
+            raise ValueError(f"features='paper' keeps every other of the trunk's channels, which needs "
+                             f"2 x {embed_dim} (the embedding size) = {2 * embed_dim} channels, but {name} has "
+                             f"{trunk_channels} (only RN50 fits); use features='value'")
+    elif features == "tokens" and resnet:
+        raise ValueError("features='tokens' needs a ViT CLIP; for a ResNet use 'paper', 'maskclip' or 'value'")
+
+
+def pick_device(device=None):
+    """None/'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is an error, not a silent fallback."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but this PyTorch sees no CUDA GPU; use --device cpu "
+                         "(or install a CUDA build of PyTorch)")
+    return device
+
+
+def pick_precision(precision, device):
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision fp16 needs a CUDA GPU; on the CPU use fp32 or bf16")
+    return precision

@@ -1,0 +1,72 @@
+"""Files from the internet and their checksums: one downloader for CLIP's weights and every dataset preparer.
+
+A download streams to a temporary name beside its target with a progress bar and is renamed only when whole
+(and, given a SHA256, only when it matches); with resume the partial file outlives a failure and the next call
+asks the server for the rest.
+"""
+import hashlib
+import os
+import urllib.error
+import urllib.request
+
+from tqdm import tqdm
+
+
+def sha256_of_file(path):
+    """The file's SHA256, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, target: str, sha256: str = None, hint: str = "", resume: bool = False) -> str:
+    """Stream url to target with a progress bar, unless target is there (with the right SHA256, if given).
+
+    The bytes go to a temporary name beside the target and are renamed only once complete (and, with
+    sha256, once the hash matches), so an interrupted, short or corrupt download never sits under the final
+    name. With resume the temporary file is <target>.part and outlives a failure: the next call asks the server
+    for the rest (an HTTP Range request) and appends it. hint: what to do instead, appended to the one-line error.
+    """
+    if os.path.isfile(target) and (sha256 is None or sha256_of_file(target) == sha256):
+        return target
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    partial = f"{target}.part" if resume else f"{target}.{os.getpid()}.part"
+    done = os.path.getsize(partial) if resume and os.path.isfile(partial) else 0
+    digest = hashlib.sha256()
+    complete = False
+    try:
+        try:
+            request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+            with urllib.request.urlopen(request) as source:
+                if done and getattr(source, "status", 200) != 206:  # the server sends it whole: start again
+                    done = 0
+                if done:
+                    with open(partial, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 20), b""):
+                            digest.update(block)
+                size = int(source.headers.get("Content-Length") or 0) or None
+                total = done + size if size else None
+                with open(partial, "ab" if done else "wb") as out, \
+                        tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=os.path.basename(target)) as bar:
+                    for block in iter(lambda: source.read(1 << 20), b""):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+                if total and bar.n != total:  # a connection closed early ends the stream without an error
+                    raise OSError(f"the connection closed after {bar.n} of {total} bytes")
+        except (urllib.error.URLError, OSError) as error:
+            kept = f" ({os.path.getsize(partial)} bytes kept in {partial}: run again to resume)" if resume and \
+                os.path.isfile(partial) else ""
+            raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}){kept}; {hint}") from None
+        complete = True
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise RuntimeError(f"downloaded {os.path.basename(target)} does not match its SHA256 (expected {sha256}, "
+                               f"got {digest.hexdigest()}); the file was deleted, try again")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial) and (complete or not resume):  # a resumable part stays until it is whole
+            os.remove(partial)
+    return target
