@@ -44,35 +44,55 @@ def run(main):
 class OutputFile:
     """A file written at the end of a run, whose temporary twin is created at the start: a place that cannot be
     written fails before the work (as root too, where permission bits say nothing), named as the user typed it.
+    A missing folder is created (and removed again if the run writes nothing into it).
 
         with OutputFile(args.output) as output:   # the temporary file exists from here on
             ...                                    # any failure removes it
             output.write_json(results)             # renamed over the final name only when complete
+
+    If the final write fails after the work is done (a full disk, say), write_json saves the results to a
+    fallback file in the temporary folder (or, failing that, prints them) and raises a ValueError naming both.
     """
 
     def __init__(self, path, what="--output"):
         folder = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise ValueError(f"{what} {path} is a directory; give a file name")
-        if not os.path.isdir(folder):
-            raise ValueError(f"{what} {path}: the directory {folder} does not exist; create it first")
+        self.created = created_folders(folder, f"{what} {path}")
         try:
             fd, self.partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
         except OSError as error:
+            remove_folders(self.created)
             raise ValueError(f"{what} {path} cannot be written ({error.strerror}); choose another place") from None
         os.close(fd)
-        self.path = path
+        self.path, self.what = path, what
 
     def write(self, data):
-        with open(self.partial, "wb") as f:
-            f.write(data)
+        try:
+            with open(self.partial, "wb") as f:
+                f.write(data)
+        except OSError as error:
+            raise ValueError(f"{self.what} {self.path} cannot be written ({error.strerror})") from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.partial, 0o666 & ~umask)  # mkstemp's 0600 would make results private to their writer
         os.replace(self.partial, self.path)
+        self.created = []
 
     def write_json(self, data):
-        self.write((json.dumps(data, indent=2) + "\n").encode())
+        """Strict JSON (NaN and infinity are refused, as JSON.parse refuses them); never lost after the work."""
+        text = json_text(data)
+        try:
+            self.write(text.encode())
+        except ValueError as error:
+            fallback = os.path.join(tempfile.gettempdir(), f"{os.path.basename(self.path)}.{os.getpid()}.json")
+            try:
+                with open(fallback, "w") as f:
+                    f.write(text)
+            except OSError:
+                print(text)
+                raise ValueError(f"{error}; the results are printed above instead") from None
+            raise ValueError(f"{error}; the results were written to {fallback} instead") from None
 
     def __enter__(self):
         return self
@@ -80,30 +100,82 @@ class OutputFile:
     def __exit__(self, *exc):
         if os.path.exists(self.partial):
             os.remove(self.partial)
+        remove_folders(self.created)
+
+
+def json_text(data):
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def created_folders(folder, what):
+    """Create folder and any missing parents; returns those created, innermost first (a ValueError naming what
+    if it cannot be created)."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    try:
+        for path in reversed(missing):
+            os.mkdir(path)
+    except OSError as error:
+        remove_folders([path for path in missing if os.path.isdir(path)])
+        raise ValueError(f"{what}: the folder {missing[0]} cannot be created ({error.strerror}); choose another "
+                         f"place") from None
+    return missing
+
+
+def remove_folders(folders):
+    """Remove the folders this run created, innermost first, where they are still empty."""
+    for folder in folders:
+        if os.path.isdir(folder) and not os.listdir(folder):
+            os.rmdir(folder)
 
 
 @contextlib.contextmanager
 def output_dir(path, what):
     """Create the folder path (and check that files can be written in it); if the block fails and the folder
     is still empty, remove what was created, so a failed run leaves nothing behind."""
-    existed = os.path.isdir(path)
+    created = created_folders(os.path.abspath(path), f"{what} {path}")
     try:
-        os.makedirs(path, exist_ok=True)
         probe = OutputFile(os.path.join(path, ".write-test"), what)
-    except OSError as error:
-        raise ValueError(f"{what} {path} cannot be created ({error.strerror}); choose another place") from None
     except ValueError:
+        remove_folders(created)
         raise ValueError(f"{what} {path} is not writable; choose another place") from None
     probe.__exit__()
     try:
         yield path
     except BaseException:
-        if not existed and not os.listdir(path):
-            os.rmdir(path)
+        remove_folders(created)
         raise
 
 
-def write_file(path, data):
+def write_file(path, data, what="file"):
     """bytes into a temporary file beside path, renamed over path only when complete."""
-    with OutputFile(path, "file") as output:
-        output.write(data)
+    write_files({path: data}, what)
+
+
+def write_files(files, what="file"):
+    """{path: bytes}, all or none: every file is written to a temporary twin first (where a full disk fails), then
+    all are renamed into place. A failure removes the twins and is a ValueError naming the file and `what` (the
+    flag that chose the place)."""
+    partials, path = {}, None
+    try:
+        for path, data in files.items():
+            fd, partials[path] = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                                  prefix=f".{os.path.basename(path)}.", suffix=".part")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except OSError as error:
+        for partial in partials.values():
+            if os.path.exists(partial):
+                os.remove(partial)
+        raise ValueError(f"cannot write {path} ({error.strerror}); free space there or choose another "
+                         f"place ({what})") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    for path, partial in partials.items():
+        os.chmod(partial, 0o666 & ~umask)
+        os.replace(partial, path)

@@ -5,7 +5,9 @@
 An image goes through CLIP's image tower once per image and dense feature (both views, for the flip average);
 any change of the words, bins, template, objects or temperature re-runs only the text tower and the head.
 The page shows the depth (a colour bar in metres), each word's softmax weight per patch, each word's share of
-the image, and offers the depth as a 16-bit millimetre PNG and a coloured point cloud (.ply).
+the image, and offers the depth as a 16-bit PNG (millimetres, or 1/256 m past 65.535 m, as the page says) and a
+coloured point cloud (.ply: x right, y down, z forward, metres). Images are read as predict.py reads them
+(16-bit and float images scaled, transparency flattened over white).
 """
 import hashlib
 import os
@@ -13,14 +15,14 @@ import tempfile
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 import cli
 import options
+import photos
 import visualize
 from clip_runtime import check_dense_features
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, prompt_softmax
-from predict import default_focal, model_input
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 
@@ -41,13 +43,14 @@ class Playground:
         self.views = {}  # (image digest, features) -> (view features (2, hw, C), grid); the last few images
         self.image_passes = 0  # how often the image tower ran: once per image and feature
         self.folder = tempfile.mkdtemp(prefix="depthclip-demo-")
+        self.notes = []  # what the last render changed that a user should know: flattened alpha, the PNG's scale
 
     def image_features(self, image, features):
         key = (hashlib.sha256(image.tobytes()).hexdigest(), features)
         if key not in self.views:
             check_dense_features(self.model.clip, features, self.model.clip_model)
             self.model.features = features
-            x = model_input(self.model, image, self.long_side, self.normalize)
+            x = photos.model_input(image, self.long_side, self.model.stride, self.normalize)
             self.views = {k: v for k, v in list(self.views.items())[-3:]}  # a few images, not every one
             self.views[key] = self.model.view_features(x, flip=True)
             self.image_passes += 1
@@ -58,7 +61,7 @@ class Playground:
         ValueError if the settings cannot run."""
         if image is None:
             raise ValueError("upload an image first")
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        image, flattened = photos.upright_rgb(image)
         prompts = DepthPrompts(field(options.comma_list, words, "depth words", "have an empty item"),
                                field(options.numbers, bins, "bins", "are not comma-separated numbers of metres"),
                                [template], field(options.comma_list, objects, "objects", "have an empty item"),
@@ -76,57 +79,79 @@ class Playground:
         shares = dict(zip(prompts.column_labels, weights.reshape(len(weights), -1).mean(axis=1).tolist()))
         shown = (image.width // 2, image.height // 2)
         maps = [(np.asarray(Image.fromarray(visualize.colorize(w, 0, 1, visualize.WEIGHTS_COLORMAP)).resize(
-            shown, Image.NEAREST)), f"'{label}' ({b:g} m): {shares[label]:.0%} of the image, weight 0 black to 1 light")
+            shown, Image.NEAREST)), f"'{label}' ({b:g} m): {shares[label]:.0%}")
             for w, label, b in zip(weights, prompts.column_labels, prompts.column_bins)]
         png, ply = os.path.join(self.folder, "depth.png"), os.path.join(self.folder, "depth.ply")
-        visualize.save_png(png, visualize.millimetres(depth))
-        cli.write_file(ply, visualize.point_cloud_ply(depth, rgb, focal))
+        depth_png = visualize.depth_png(depth)
+        cli.write_files({png: depth_png.data, ply: visualize.point_cloud_ply(depth, rgb, focal)})
+        self.notes = ["transparency flattened over white"] * flattened + [
+            note for note in [visualize.png_note("depth.png", depth_png)] if note]
         return visualize.depth_picture(depth), maps, shares, [png, ply]
+
+
+def matching_preset(presets, text):
+    """The name of the preset whose text this is, or 'custom'."""
+    return next((name for name, value in presets.items() if value == text), CUSTOM)
+
+
+CUSTOM = "custom"  # a preset dropdown's value once the field holds typed values
 
 
 def build_page(playground):
     import gradio as gr
 
     def update(image, words, bins, template, objects, temperature, features, flip, focal):
+        if image is None:  # the image was cleared: nothing to show, nothing to complain about
+            return None, [], None, None, ""
         try:
-            return playground.render(image, words, bins, template, objects, temperature, features, flip, focal)
+            shown = playground.render(image, words, bins, template, objects, temperature, features, flip, focal)
         except ValueError as error:  # a readable message on the page, which stays usable
             raise gr.Error(cli.one_line(error)) from None
+        return (*shown, "; ".join(playground.notes))
 
     presets = {name: ", ".join(words) for name, words in PROMPT_SETS.items()}
     bin_presets = {name: ", ".join(f"{b:g}" for b in values) for name, values in BIN_SETS.items()}
     features = [name for name, (dense, _) in FEATURES.items() if dense in playground.model.clip.dense_features]
+    model_name = playground.model.clip_model
+    model_name = os.path.basename(model_name) if os.path.isfile(model_name) else model_name  # no machine's paths
     with gr.Blocks(title="DepthCLIP playground") as page:
         gr.Markdown("# DepthCLIP playground\nType depth words and their depths: each patch's depth is the bins "
                     "weighted by CLIP's softmax over the words. A new image runs CLIP's image tower; an edit runs "
-                    f"only its text tower. Model: `{playground.model.clip_model}`.")
+                    f"only its text tower (Enter in a field, or the button). Model: `{model_name}`.")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="image", sources=["upload"], elem_id="image")
-                preset = gr.Dropdown(list(presets), value="paper", label="prompt preset", elem_id="preset")
+                image = gr.Image(type="pil", image_mode=None, label="image", sources=["upload"], elem_id="image")
+                preset = gr.Dropdown([*presets, CUSTOM], value="paper", label="prompt preset", elem_id="preset")
                 words = gr.Textbox(presets["paper"], label="depth words, nearest first", elem_id="words")
-                bin_preset = gr.Dropdown(list(bin_presets), value="paper", label="bin preset", elem_id="bin_preset")
+                bin_preset = gr.Dropdown([*bin_presets, CUSTOM], value="paper", label="bin preset",
+                                         elem_id="bin_preset")
                 bins = gr.Textbox(bin_presets["paper"], label="bins (m), one per word", elem_id="bins")
                 template = gr.Textbox(TEMPLATES[0], label="template: {} object, then {} word", elem_id="template")
                 objects = gr.Textbox("object", label="objects, comma-separated", elem_id="objects")
                 temperature = gr.Number(TEMPERATURE, label="temperature", elem_id="temperature")
                 feature = gr.Dropdown(features, value=features[0], label="dense features", elem_id="features")
                 flip = gr.Checkbox(True, label="average with the mirrored image", elem_id="flip")
-                focal = gr.Number(default_focal(640), label="focal length (pixels) for the point cloud",
+                focal = gr.Number(photos.default_focal(640), label="focal length (pixels) for the point cloud",
                                   elem_id="focal")
                 button = gr.Button("Update depth", variant="primary", elem_id="update")
             with gr.Column():
                 depth = gr.Image(label="depth (metres)", elem_id="depth", format="png")
-                weights = gr.Gallery(label="each word's softmax weight per patch", elem_id="weights", columns=4,
-                                     format="png")
+                weights = gr.Gallery(label="each word's softmax weight per patch (black 0, light 1) and its share "
+                                     "of the image", elem_id="weights", columns=4, format="png")
                 shares = gr.Label(label="share of the image per word", elem_id="shares")
-                files = gr.File(label="depth as uint16 millimetres (.png) and point cloud (.ply)", elem_id="files")
+                files = gr.File(label="depth as a uint16 PNG (millimetres unless said below) and point cloud (.ply)",
+                                elem_id="files")
+                notes = gr.Markdown(elem_id="notes")
         inputs = [image, words, bins, template, objects, temperature, feature, flip, focal]
-        outputs = [depth, weights, shares, files]
-        preset.change(lambda name: presets[name], preset, words)
-        bin_preset.change(lambda name: bin_presets[name], bin_preset, bins)
-        image.upload(lambda img: default_focal(img.width) if img else default_focal(640), image, focal)
-        for trigger in (image.upload, button.click, words.submit, bins.submit, template.submit, objects.submit):
+        outputs = [depth, weights, shares, files, notes]
+        preset.input(lambda name, text: presets.get(name, text), [preset, words], words)  # custom: as typed
+        bin_preset.input(lambda name, text: bin_presets.get(name, text), [bin_preset, bins], bins)
+        words.input(lambda text: matching_preset(presets, text), words, preset)
+        bins.input(lambda text: matching_preset(bin_presets, text), bins, bin_preset)
+        new_image = image.change(lambda img: photos.default_focal(img.width if img else 640), image, focal)
+        new_image.then(update, inputs, outputs)  # an upload or a clicked example computes by itself
+        for trigger in (button.click, words.submit, bins.submit, template.submit, objects.submit,
+                        temperature.submit, focal.submit, feature.input, flip.input):
             trigger(update, inputs, outputs)
         if os.path.isdir(EXAMPLES):
             gr.Examples(sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES)), inputs=image)

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 
@@ -111,11 +112,17 @@ def picture_name(folder, file, suffix=""):
 
 
 def panel_writer(folder, normalize):
-    """pictures= for evaluate: each image's RGB | prediction | GT panel and its prediction as a 16-bit PNG."""
+    """pictures= for evaluate: each image's RGB | prediction | GT panel and its prediction as a 16-bit PNG (in mm, the
+    ground truth's format, unless the depth passes 65.535 m: then said on the terminal)."""
     def write(rgb, gt, pred, files, indices):
         for image, truth, depth, file in zip(rgb, gt.numpy(), pred.cpu().float().numpy(), files):
             visualize.save_panel(picture_name(folder, file), unnormalize(image, normalize), depth[0], truth[0])
-            visualize.save_prediction_png(picture_name(folder, file, "_depth"), depth[0])
+            path = picture_name(folder, file, "_depth")
+            png = visualize.prediction_png(depth[0])
+            cli.write_file(path, png.data, "--img_save")
+            note = visualize.png_note(path, png)
+            if note:
+                tqdm.write(note, file=sys.stderr)
     return write
 
 
@@ -142,8 +149,19 @@ def save_bin_weights(model, dataset, index, folder):
 
 
 # ---------------------------------------------------------------- results
+UNSCORED = "no pixel with valid ground truth in the scored region"  # why an image is left out of the means
+
+
 def mean_metrics(rows):
-    return {name: float(np.mean([row[name] for row in rows])) for name in METRICS}
+    """{metric: mean over the rows}; None for each when there is no row (nothing could be scored)."""
+    return {name: float(np.mean([row[name] for row in rows])) if rows else None for name in METRICS}
+
+
+def split_unscored(rows):
+    """(rows with every metric a number, [{'file', 'reason'}] for images whose metrics are NaN: no valid pixel)."""
+    scored = [row for row in rows if all(math.isfinite(value) for key, value in row.items() if key != "file")]
+    unscored = [{"file": row["file"], "reason": UNSCORED} for row in rows if row not in scored]
+    return scored, unscored
 
 
 def summarize(rows, scene_of=scene_of):
@@ -160,7 +178,8 @@ def format_table(rows_by_name):
     width = max([14] + [len(name) + 2 for name, _, _ in rows_by_name])
     lines = [f"{'run':<{width}}{'images':>7}" + "".join(f"{title:>8}" for title, _ in TABLE_COLUMNS)]
     for name, count, metrics in rows_by_name:
-        lines.append(f"{name:<{width}}{count:>7}" + "".join(f"{metrics[key]:>8.3f}" for _, key in TABLE_COLUMNS))
+        lines.append(f"{name:<{width}}{count:>7}" + "".join(f"{metrics[key]:>8.3f}" if metrics[key] is not None
+                                                            else f"{'-':>8}" for _, key in TABLE_COLUMNS))
     return "\n".join(lines)
 
 
@@ -309,11 +328,14 @@ def run_config(r, prompts, names):
 def make_report(r, rows, views, seconds):
     results = []
     for (name, prompts, names), setting_rows in zip(r.settings, rows):
-        metrics, per_scene = summarize(setting_rows, r.scene_of)
-        results.append({"name": name, "count": len(setting_rows), "metrics": metrics, "per_scene": per_scene,
-                        "per_image": setting_rows, "config": run_config(r, prompts, names)})
-    count = results[0]["count"]
-    timing = {"seconds": seconds, "images_per_second": count / seconds if seconds else math.inf}
+        scored, unscored = split_unscored(setting_rows)
+        metrics, per_scene = summarize(scored, r.scene_of)
+        results.append({"name": name, "count": len(scored), "metrics": metrics, "per_scene": per_scene,
+                        "per_image": scored, "config": run_config(r, prompts, names)})
+        if unscored:
+            results[-1]["unscored"] = unscored
+    count = len(rows[0])
+    timing = {"seconds": seconds, "images_per_second": count / seconds if seconds else None}
     if r.args.sweep:
         report = {"runs": results, "timing": timing}
     else:
@@ -328,9 +350,13 @@ def make_report(r, rows, views, seconds):
 
 def print_report(r, report):
     results = report.get("runs") or [{"name": r.args.method, **report}]
+    for one in results:
+        for row in one.get("unscored", []):
+            print(f"warning: {row['file']}: {row['reason']}; left out of the means ({one['name']})", file=sys.stderr)
     print(format_table([(one["name"], one["count"], one["metrics"]) for one in results]))
     timing, views = report["timing"], report.get("cache")
-    print(f"{results[0]['count']} images in {timing['seconds']:.1f} s ({timing['images_per_second']:.2f} images/s)"
+    count = sum(len(one["per_image"]) + len(one.get("unscored", [])) for one in results[:1])
+    print(f"{count} images in {timing['seconds']:.1f} s ({timing['images_per_second'] or 0:.2f} images/s)"
           + (f"; {len(results)} prompt settings from one image pass" if r.args.sweep else "")
           + (f"; cache: {views['views_read']} views read, {views['views_computed']} computed" if views else ""))
 

@@ -37,10 +37,22 @@ class FeatureCache:
             os.makedirs(self.folder, exist_ok=True)
         except OSError as error:
             raise ValueError(f"--cache {folder} cannot be created ({error.strerror}); choose another place") from None
+        self.hits = self.misses = 0
+        self.writable = True
         description = os.path.join(self.folder, "settings.json")
         if not os.path.isfile(description):
-            cli.write_file(description, (json.dumps(settings, indent=2) + "\n").encode())
-        self.hits = self.misses = 0
+            self.write(description, (json.dumps(settings, indent=2) + "\n").encode())
+
+    def write(self, path, data):
+        """An entry, atomically; if the place cannot take it (a full disk, say), one warning and no more caching:
+        the run goes on without it."""
+        if not self.writable:
+            return
+        try:
+            cli.write_file(path, data, "--cache")
+        except ValueError as error:
+            self.writable = False
+            tqdm.write(f"warning: {error}; going on without caching", file=sys.stderr)
 
     def path(self, rgb_sha, view):
         return os.path.join(self.folder, f"{rgb_sha}{VIEWS[view]}.npy")
@@ -64,7 +76,7 @@ class FeatureCache:
     def store(self, rgb_sha, view, patches, grid):
         buffer = io.BytesIO()
         np.save(buffer, patches.cpu().view(*grid, -1).numpy(), allow_pickle=False)
-        cli.write_file(self.path(rgb_sha, view), buffer.getvalue())
+        self.write(self.path(rgb_sha, view), buffer.getvalue())
 
     def view_features(self, model, files, load_rgb, flip=True):
         """model.view_features for the images `files` (their RGB files' paths), computing only what is not stored

@@ -9,6 +9,7 @@ from clip_runtime import PRECISIONS
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
 from datasets.images import MIN_DEPTH
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
+from visualize import MIN_COLOR_SPAN
 
 METHODS = {
     "monoclip": "DepthCLIP (MonoCLIP): zero-shot depth from CLIP",
@@ -220,8 +221,14 @@ def predict_options():
     p.add_argument("-o", "--output", "--out", dest="output", help="output folder, created if needed (default: beside "
                    "each image)")
     add_long_side(p)
+    p.add_argument("--npy", action="store_true", help="also write <name>_depth.npy: float32 metres at the image's "
+                   "own size, exact")
     p.add_argument("--ply", action="store_true", help="also write <name>_depth.ply, a coloured point cloud "
-                   "(pinhole camera, principal point at the image centre)")
+                   "(pinhole camera, principal point at the image centre; x right, y down, z forward, metres)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    p.add_argument("--min_color_span", type=float, default=MIN_COLOR_SPAN,
+                   help="metres: the coloured picture spreads its colours over at least this depth range, so that a "
+                        "flat prediction looks flat")
     p.add_argument("--focal", type=float, help="focal length in pixels for --ply (default: NYU's colour camera, "
                    "518.86 at 640 wide, scaled to the image's width)")
     add_model_arguments(p)

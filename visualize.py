@@ -4,6 +4,7 @@ Depth is drawn with viridis (perceptually uniform, never black), so black means 
 Every file is written to a temporary name and renamed, so an interrupted run leaves no broken picture.
 """
 import io
+from typing import NamedTuple
 
 import matplotlib
 
@@ -11,7 +12,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, PngImagePlugin  # noqa: E402
 
 import cli  # noqa: E402
 from calculate_error import paste_into_frame  # noqa: E402
@@ -21,13 +22,12 @@ from datasets.nyu import PASTE_BOX  # noqa: E402
 COLORMAP = "viridis"
 BAR_HEIGHT = 28  # the labelled colour bar under a depth picture
 TITLE_HEIGHT = 20  # the column titles over a panel
+MIN_COLOR_SPAN = 0.5  # metres: the narrowest depth range a colour picture spreads over the whole colormap
 
 
 def save_png(path, array):
     """A uint8 or uint16 array as PNG, atomically."""
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    cli.write_file(path, buffer.getvalue())
+    cli.write_file(path, png_bytes(array))
 
 
 def figure_png(figure):
@@ -38,15 +38,44 @@ def figure_png(figure):
     return buffer.getvalue()
 
 
-def millimetres(depth):
-    """(H, W) metres -> uint16 millimetres (0 .. 65.535 m), the NYU ground truth's format."""
-    return np.clip(np.round(np.asarray(depth, np.float64) * 1000.0), 0, 65535).astype(np.uint16)
+PNG_SCALES = (1000.0, 256.0)  # 16-bit depth PNG units per metre: NYU's millimetres (to 65.535 m), else KITTI's
+# 1/256 m (to 255.99 m); the scale is written into the PNG (text chunk "depth_scale") and said where it is not mm
 
 
-def save_prediction_png(path, pred):
-    """(416, 544) metres -> 16-bit PNG in mm at 640x480, zeros outside the evaluated crop, re-scorable as NYU GT."""
-    frame = paste_into_frame(torch.as_tensor(pred)[None, None])[0, 0]  # (480, 640)
-    save_png(path, millimetres(frame))
+class DepthPNG(NamedTuple):
+    data: bytes  # the PNG file
+    scale: float  # units per metre
+    clipped: float  # share of pixels beyond 65535 units, stored as 65535
+
+
+def depth_png(depth):
+    """(H, W) metres -> DepthPNG: uint16 depth x scale, the scale the first of PNG_SCALES that holds the largest
+    depth; beyond 255.99 m the excess is clipped and its share reported, never silently."""
+    depth = np.nan_to_num(np.asarray(depth, np.float64), nan=0.0)
+    largest = float(depth.max()) if depth.size else 0.0
+    scale = next((s for s in PNG_SCALES if round(largest * s) <= 65535), PNG_SCALES[-1])
+    units = np.round(depth * scale)
+    clipped = float(np.mean(units > 65535)) if units.size else 0.0
+    info = PngImagePlugin.PngInfo()
+    info.add_text("depth_scale", f"{scale:g}")  # units per metre
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(units, 0, 65535).astype(np.uint16)).save(buffer, format="PNG", pnginfo=info)
+    return DepthPNG(buffer.getvalue(), scale, clipped)
+
+
+def png_note(path, png):
+    """One line for a depth PNG that is not in millimetres or lost values; None when it is plain millimetres."""
+    if png.clipped:
+        return (f"warning: {path}: {png.clipped:.1%} of the pixels are beyond 255.99 m and were stored as 255.99 m; "
+                f"the .npy output (predict.py --npy) holds them exactly")
+    if png.scale != 1000.0:
+        return f"note: {path} holds depth x {png.scale:g} (depth beyond 65.535 m does not fit millimetres)"
+    return None
+
+
+def prediction_png(pred):
+    """(416, 544) metres -> DepthPNG at 640x480, zeros outside the evaluated crop: in mm, re-scorable as NYU GT."""
+    return depth_png(paste_into_frame(torch.as_tensor(pred)[None, None])[0, 0])  # (480, 640)
 
 
 def colorize(depth, vmin, vmax, colormap=COLORMAP):
@@ -58,14 +87,21 @@ def colorize(depth, vmin, vmax, colormap=COLORMAP):
 
 
 def scale_bar(width, vmin, vmax):
-    """(BAR_HEIGHT, width, 3) uint8: the colormap from vmin to vmax metres, labelled at both ends."""
+    """(BAR_HEIGHT, width, 3) uint8: the colormap from vmin (near) to vmax (far) metres, labelled at both ends."""
     bar = np.full((BAR_HEIGHT, width, 3), 255, np.uint8)
     third = max(width // 3, 1)
     bar[4:16, third:third + third] = colorize(np.linspace(vmin, vmax, third)[None].repeat(12, 0), vmin, vmax)
     image = Image.fromarray(bar)
     draw = ImageDraw.Draw(image)
-    draw.text((max(third - 52, 0), 4), f"{vmin:.2f} m", fill=(0, 0, 0))
-    draw.text((min(2 * third + 6, width - 50), 4), f"{vmax:.2f} m", fill=(0, 0, 0))
+    draw.text((max(third - 80, 0), 4), f"near {vmin:.2f} m", fill=(0, 0, 0))
+    draw.text((min(2 * third + 6, width - 76), 4), f"{vmax:.2f} m far", fill=(0, 0, 0))
+    return np.asarray(image)
+
+
+def title_strip(width, text):
+    """(TITLE_HEIGHT, width, 3) uint8: text on white, left-aligned (characters the font lacks shown as '?')."""
+    image = Image.new("RGB", (width, TITLE_HEIGHT), (255, 255, 255))
+    ImageDraw.Draw(image).text((4, 4), text.encode("latin-1", "replace").decode("latin-1"), fill=(0, 0, 0))
     return np.asarray(image)
 
 
@@ -122,20 +158,31 @@ def bin_weights_png(rgb, weights, labels, bins):
     return figure_png(figure)
 
 
-def depth_picture(depth):
-    """(H, W) metres -> (H + BAR_HEIGHT, W, 3) uint8: coloured over the depth's own 2nd to 98th percentile (so
-    a 1-3 m prediction uses the whole colormap), with a colour bar in metres below."""
+def color_range(depth, min_span=MIN_COLOR_SPAN):
+    """(vmin, vmax) metres: the depth's own 2nd to 98th percentile (a 1-3 m prediction uses the whole colormap),
+    widened about its centre to at least min_span metres, so that a flat prediction looks flat."""
     vmin, vmax = (float(v) for v in np.percentile(depth, [2, 98]))
-    if vmax - vmin < 1e-3:  # a flat map: centre it in a 1 cm wide range
-        vmin, vmax = vmin - 5e-3, vmax + 5e-3
-    return np.concatenate([colorize(depth, vmin, vmax), scale_bar(depth.shape[1], vmin, vmax)], axis=0)
+    if vmax - vmin < min_span:
+        centre = (vmin + vmax) / 2
+        vmin, vmax = centre - min_span / 2, centre + min_span / 2
+    return vmin, vmax
 
 
-def save_depth(path_depth, path_color, depth):
-    """predict.py's outputs: (H, W) metres as uint16 millimetres and as a coloured picture with its colour bar."""
-    depth = np.asarray(depth, np.float64)
-    save_png(path_depth, millimetres(depth))
-    save_png(path_color, depth_picture(depth))
+def depth_picture(depth, title=None, min_span=MIN_COLOR_SPAN):
+    """(H, W) metres -> (H + BAR_HEIGHT, W, 3) uint8 (+ TITLE_HEIGHT rows with a title): coloured over
+    color_range, a colour bar in metres below, near at its left end and far at its right."""
+    vmin, vmax = color_range(depth, min_span)
+    rows = [colorize(depth, vmin, vmax), scale_bar(depth.shape[1], vmin, vmax)]
+    if title:
+        rows.insert(0, title_strip(depth.shape[1], title))
+    return np.concatenate(rows, axis=0)
+
+
+def png_bytes(array):
+    """A uint8 or uint16 array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def point_cloud_ply(depth, rgb, focal, centre=None):

@@ -1,9 +1,10 @@
-"""What every dataset (and predict.py) shares: test lists, decoding, the RGB normalizations and their inverse."""
+"""What every dataset and photo reader shares: test lists, decoding any image mode to the RGB a viewer shows,
+the RGB normalizations and their inverse, and the smallest depth that counts."""
 import os
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from clip.clip import CLIP_MEAN, CLIP_STD
 
@@ -15,7 +16,8 @@ MIN_DEPTH = 1e-3  # metres: ground truth at or below this is no measurement; pre
 MODEL = "model"  # --normalize model: the loaded model's own statistics (MonoCLIP.mean_std), known once it is loaded
 MODE_NAMES = {"1": "1-bit black-and-white", "L": "8-bit grayscale", "LA": "8-bit grayscale with alpha",
               "P": "8-bit palette", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "CMYK": "CMYK", "F": "32-bit float",
-              "I": "32-bit integer", "I;16": "16-bit grayscale"}
+              "I": "32-bit integer", "I;16": "16-bit grayscale", "I;16B": "16-bit grayscale (big-endian)"}
+ALPHA_BACKGROUND = (255, 255, 255)  # transparent pixels are shown over white, as an image viewer does
 
 
 class DataError(ValueError):
@@ -35,13 +37,54 @@ def depth_values(image, path, expected):
 
 
 def open_image(path):
-    """A fully decoded PIL image, or a DataError naming the file (truncated files are not half-read)."""
+    """A fully decoded PIL image, or a DataError naming the file and what is wrong with it: missing, a broken
+    link, a folder, unreadable, not an image, too large to open safely, corrupt or truncated (never half-read)."""
+    if not os.path.exists(path):
+        if os.path.islink(path):
+            raise DataError(f"cannot read {path}: it is a link to {os.readlink(path)}, which does not exist; fix or "
+                            f"remove the link")
+        raise DataError(f"cannot read {path}: it does not exist")
+    if os.path.isdir(path):
+        raise DataError(f"cannot read {path}: it is a folder, not an image")
     try:
         image = Image.open(path)
         image.load()
+    except PermissionError:
+        raise DataError(f"cannot read {path}: permission denied; check its permissions") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"cannot read {path}: too large to open safely ({error}); resize it first") from None
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read {path}: not an image Pillow can read (unknown format); skip or convert "
+                        f"it") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {path} ({error}); the file is corrupt or truncated: replace it") from None
     return image
+
+
+def to_rgb(image, path="image", background=ALPHA_BACKGROUND):
+    """Any PIL image -> (8-bit RGB image, whether alpha was flattened), the picture a viewer shows.
+
+    16-bit grayscale (I;16, I;16B, ...; and 'I' with values in 0..65535, as Pillow reads 16-bit files) is scaled by
+    255/65535; 32-bit float ('F') is read as 0..1; transparency (RGBA, LA, PA, a palette's transparent index) is
+    flattened over `background`; every other mode is Pillow's own conversion. Values outside those ranges are a
+    DataError naming the file, not a silently saturated picture.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        top = 1.0 if mode == "F" else 65535.0
+        if not (np.isfinite(values).all() and low >= 0 and high <= top):
+            raise DataError(f"{path} is {describe_mode(image)} with values {low:g}..{high:g}, outside 0..{top:g}: "
+                            f"convert it to an 8-bit image first")
+        gray = Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8), "L")
+        return gray.convert("RGB"), False
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGBA", rgba.size, (*background, 255))
+        flat.alpha_composite(rgba)
+        return flat.convert("RGB"), True
+    return image.convert("RGB"), False
 
 
 def mean_std(normalize):

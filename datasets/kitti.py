@@ -15,7 +15,7 @@ import os
 import torch
 from PIL import Image
 
-from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
+from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select, to_rgb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "KITTI")
@@ -77,7 +77,7 @@ def benchmark_box(height, width):
 
 def load_rgb(path, normalize="imagenet"):
     """(3, 352, 1216) float32: the benchmark crop, /255, normalized."""
-    image = open_image(path).convert("RGB")
+    image, _ = to_rgb(open_image(path), path)
     if image.height < CROP_SIZE[0] or image.width < CROP_SIZE[1]:
         raise DataError(f"{path} is {image.width}x{image.height}, smaller than KITTI's {CROP_SIZE[1]}x{CROP_SIZE[0]} "
                         f"benchmark crop; expected a raw KITTI frame (about 1242x375)")

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 
-from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select
+from .images import MODEL, DataError, depth_values, mean_std, normalized, open_image, read_list, select, to_rgb
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
@@ -67,7 +67,7 @@ def _open(path):
 
 def load_rgb(path, normalize="imagenet"):
     """(3, 416, 544) float32: the authors' crop, /255, normalized. Grayscale, RGBA and palette files become RGB."""
-    return normalized(_open(path).convert("RGB").crop(RGB_CROP_BOX), normalize)
+    return normalized(to_rgb(_open(path), path)[0].crop(RGB_CROP_BOX), normalize)
 
 
 def load_depth(path):

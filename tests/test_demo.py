@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import photos
 import predict
 import visualize
 from monoclip import MonoCLIP
@@ -38,7 +39,7 @@ def test_render_equals_monoclip_and_edits_reuse_the_image_features(playground, p
     depth_picture, weights, shares, (png, ply) = playground.render(image, **SETTINGS)
     reference = MonoCLIP(checkpoint, device="cpu", depth_classes=["near", "middle", "far"], bins=[1, 2, 4],
                          temperature=0.5)
-    expected = predict.predict_depth(reference, image.convert("RGB"), 544, "imagenet")  # (240, 320) metres
+    expected = photos.predict_depth(reference, image.convert("RGB"), 544, "imagenet")  # (240, 320) metres
     saved = np.asarray(Image.open(png), np.float64) / 1000.0
     assert np.abs(saved - expected).max() <= 0.0005 + 1e-6  # the PNG's millimetre rounding
     assert set(shares) == {"near", "middle", "far"} and sum(shares.values()) == pytest.approx(1.0)

@@ -149,10 +149,13 @@ def test_missing_checkpoint_file_and_text_file_checkpoint(capsys, data, tmp_path
 
 
 def test_output_folder_problems_fail_before_evaluating(capsys, data, tmp_path):
-    line = error_line(capsys, constant_args(data, "--output", str(tmp_path / "missing" / "r.json")))
-    assert str(tmp_path / "missing") in line and "does not exist" in line
     line = error_line(capsys, constant_args(data, "--output", str(tmp_path)))
     assert "is a directory" in line
+
+
+def test_output_into_a_missing_folder_creates_it_as_predict_does(data, tmp_path):
+    evaluation.main(constant_args(data, "--output", str(tmp_path / "new" / "deeper" / "r.json")))
+    assert os.listdir(tmp_path / "new" / "deeper") == ["r.json"]
 
 
 def test_unwritable_output_fails_at_startup_naming_what_was_typed(capsys, data):

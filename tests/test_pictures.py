@@ -82,7 +82,8 @@ def test_predict_writes_depth_at_each_photo_size(photos, checkpoint, tmp_path):
     assert sizes == {"gray": (500, 300), "rgba": (500, 300), "palette": (500, 300), "sideways": (300, 500)}
     for name, (width, height) in sizes.items():
         assert Image.open(tmp_path / f"{name}_depth.png").mode.startswith("I;16")
-        assert Image.open(tmp_path / f"{name}_depth_color.png").size == (width, height + visualize.BAR_HEIGHT)
+        titled = height + visualize.TITLE_HEIGHT + visualize.BAR_HEIGHT  # a title with the file and range, a bar
+        assert Image.open(tmp_path / f"{name}_depth_color.png").size == (width, titled)
 
 
 def test_colour_picture_spans_the_predictions_own_range():
