@@ -205,8 +205,17 @@ def largest_difference(rows_a, rows_b):
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
 
 
+def progress(message):
+    """One line on stderr per stage, so that minutes of timing are not silent."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
 def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY):
     """Time (a) and (b) on the same generated images, the median of `repeats` rounds; returns the report."""
+    if repeats < 3:
+        progress(f"warning: {repeats} round(s): a median of fewer than 3 rounds is not comparable between runs or "
+                 f"machines, and min/median/max say little; use --repeats 3 or more for figures to report")
+    progress(f"generating a full-size RN50 checkpoint and {images} + {WARMUP_IMAGES} NYU-sized images")
     device = pick_device(device)
     precision = pick_precision(precision, device)
     workers = options.default_workers(device) if workers is None else workers
@@ -216,10 +225,12 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     authors_precision = pick_precision("auto", device)  # fp16 on a GPU, fp32 on a CPU: as they ran it
     authors_model = AuthorsModel(checkpoint, device, authors_precision)
     model = MonoCLIP(checkpoint, device=device, precision=precision)
+    progress("warming up both loops")
     authors_loop(authors_model, warmup)
     eval_loop(model, warmup, batch_size, workers)
     authors_times, eval_times = [], []
-    for _ in range(repeats):  # alternating, so that a slow spell of a shared machine hits both loops
+    for round_ in range(repeats):  # alternating, so that a slow spell of a shared machine hits both loops
+        progress(f"round {round_ + 1} of {repeats}: (a) the authors' loop, then (b) eval.py's")
         authors_rows, seconds = timed(authors_loop, authors_model, timed_set)
         authors_times.append(seconds)
         eval_rows, seconds = timed(eval_loop, model, timed_set, batch_size, workers)
@@ -243,6 +254,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
         "metrics": evaluation.mean_metrics(eval_rows),
         "largest_difference_from_authors_loop": largest_difference(authors_rows, eval_rows),
     }
+    progress("memory, sweep, cache and playground timings")
     if precision != "fp32":
         reference = MonoCLIP(checkpoint, device=device, precision="fp32")
         fp32_rows = eval_loop(reference, timed_set, batch_size, workers)

@@ -63,7 +63,7 @@ class OutputFile:
             fd, self.partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".part")
         except OSError as error:
             remove_folders(self.created)
-            raise ValueError(f"{what} {path} cannot be written ({error.strerror}); choose another place") from None
+            raise ValueError(f"{what} {path} cannot be written ({error.strerror or error}); choose another place") from None
         os.close(fd)
         self.path, self.what = path, what
 
@@ -72,7 +72,7 @@ class OutputFile:
             with open(self.partial, "wb") as f:
                 f.write(data)
         except OSError as error:
-            raise ValueError(f"{self.what} {self.path} cannot be written ({error.strerror})") from None
+            raise ValueError(f"{self.what} {self.path} cannot be written ({error.strerror or error})") from None
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.partial, 0o666 & ~umask)  # mkstemp's 0600 would make results private to their writer
@@ -122,7 +122,7 @@ def created_folders(folder, what):
             os.mkdir(path)
     except OSError as error:
         remove_folders([path for path in missing if os.path.isdir(path)])
-        raise ValueError(f"{what}: the folder {missing[0]} cannot be created ({error.strerror}); choose another "
+        raise ValueError(f"{what}: the folder {missing[0]} cannot be created ({error.strerror or error}); choose another "
                          f"place") from None
     return missing
 
@@ -152,6 +152,15 @@ def output_dir(path, what):
         raise
 
 
+def size_of(path):
+    """A file's or folder's size on disk, for messages: '412.3 MB'."""
+    if os.path.isdir(path):
+        total = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
+    else:
+        total = os.path.getsize(path)
+    return f"{total / 1e6:.1f} MB"
+
+
 def write_file(path, data, what="file"):
     """bytes into a temporary file beside path, renamed over path only when complete."""
     write_files({path: data}, what)
@@ -172,7 +181,7 @@ def write_files(files, what="file"):
         for partial in partials.values():
             if os.path.exists(partial):
                 os.remove(partial)
-        raise ValueError(f"cannot write {path} ({error.strerror}); free space there or choose another "
+        raise ValueError(f"cannot write {path} ({error.strerror or error}); free space there or choose another "
                          f"place ({what})") from None
     umask = os.umask(0)
     os.umask(umask)

@@ -13,6 +13,7 @@ channels_last, one view per pass on a CPU); and the settings that results files 
 import contextlib
 import functools
 import os
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ class FrozenCLIP:
     """
 
     def __init__(self, name, device=None, precision="auto", download_root=None):
+        mismatch = open_clip_adapter.torchvision_mismatch()
+        if mismatch:
+            print(f"warning: {mismatch}", file=sys.stderr)
         self.name = name
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)

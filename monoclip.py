@@ -95,6 +95,21 @@ class DepthPrompts:
         return [word if len(self.objects) == 1 else f"{word} / {obj}" for word in self.depth_classes
                 for obj in self.objects]
 
+    def texts(self):
+        """Every prompt the text tower reads, (word, object) pairs in column order (words outer), templates inner."""
+        return [template.format(obj, word) for word in self.depth_classes for obj in self.objects
+                for template in self.templates]
+
+    def check_lengths(self, tokenize=clip.tokenize, context_length=77, where=None):
+        """A ValueError naming where the settings came from if a prompt has more tokens (start and end of text
+        included) than the text tower reads; checked before any model loads where the tokenizer is CLIP's own."""
+        for text in set(self.texts()):
+            count = int((tokenize(text, context_length=4 * len(text) + 2) != 0).sum())
+            if count > context_length:
+                shown = text if len(text) <= 60 else text[:57] + "..."
+                raise ValueError(f"{where + ': ' if where else ''}the prompt {shown!r} is {count} tokens long, more than the "
+                                 f"{context_length} CLIP's text tower reads; shorten the words, template or object")
+
     def config(self):
         """The settings as a results file records them."""
         return {"depth_classes": list(self.depth_classes), "bins": list(self.bins), "templates": list(self.templates),
@@ -109,11 +124,9 @@ def text_features(model, prompts, tokenize=clip.tokenize):
     prompts go through the text tower as one batch.
     """
     device = next(model.parameters()).device
-    pairs = [(depth, obj) for depth in prompts.depth_classes for obj in prompts.objects]
-    texts = [template.format(obj, depth) for depth, obj in pairs for template in prompts.templates]
-    embeddings = model.encode_text(tokenize(texts).to(device))  # (K * T, embed_dim)
+    embeddings = model.encode_text(tokenize(prompts.texts()).to(device))  # (K * T, embed_dim)
     embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
-    mean = embeddings.view(len(pairs), len(prompts.templates), -1).mean(dim=1)  # (K, embed_dim)
+    mean = embeddings.view(-1, len(prompts.templates), embeddings.shape[-1]).mean(dim=1)  # (K, embed_dim)
     return (mean / mean.norm(dim=-1, keepdim=True)).T
 
 
@@ -198,12 +211,14 @@ class MonoCLIP(nn.Module):
         self.backbone = FrozenCLIP(clip_model, device, precision, download_root)
         self.clip = self.backbone.model
         check_dense_features(self.clip, features, clip_model)
+        self.prompts.check_lengths(self.backbone.tokenize, self.clip.context_length)
         self.encoded = EncodedPrompts.of(self.clip, self.prompts, self.backbone.tokenize)
 
     def encode_prompts(self, prompts):
         """DepthPrompts -> EncodedPrompts with this model's text tower (its own prompts are encoded once)."""
         if prompts == self.prompts:
             return self.encoded
+        prompts.check_lengths(self.backbone.tokenize, self.clip.context_length)
         return EncodedPrompts.of(self.clip, prompts, self.backbone.tokenize)
 
     def patch_features(self, x):

@@ -14,6 +14,7 @@ Dense features are defined exactly as clip/model.py's encode_image_dense, on ope
   proj per patch token, the positional embedding resized to the input's patch grid.
 Downloads go through open_clip's own cache and progress bars. open_clip_torch is imported only here.
 """
+import importlib.metadata
 import logging
 import os
 
@@ -27,11 +28,31 @@ PREFIX = "open_clip:"
 
 
 def import_open_clip():
+    """The open_clip package, or a RuntimeError in one line: not installed, or installed but failing to import
+    (most often a torchvision built for another torch: the line names both and the fix)."""
     try:
         import open_clip
-    except ImportError:
+    except ModuleNotFoundError:
         raise RuntimeError("open_clip models need the open_clip_torch package: pip install open_clip_torch") from None
+    except Exception as error:
+        reason = torchvision_mismatch() or str(error).strip().splitlines()[0]
+        raise RuntimeError(f"open_clip_torch is installed but cannot be imported: {reason}") from None
     return open_clip
+
+
+def torchvision_mismatch():
+    """None, or one line saying that the installed torchvision was built for another torch, and the command that
+    fixes it (pip can pair them wrongly when PyTorch's own index is out of reach). torch 2.N pairs with torchvision
+    0.(N+15), as every 2.x release has."""
+    try:
+        vision = importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    major, minor = (int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    if major != 2 or vision.split("+")[0].split(".")[:2] == ["0", str(minor + 15)]:
+        return None
+    return (f"torch {torch.__version__} and torchvision {vision} do not belong together (torch 2.{minor} pairs with "
+            f"torchvision 0.{minor + 15}); fix it with: pip install \"torchvision==0.{minor + 15}.*\"")
 
 
 def parse(spec):
@@ -80,6 +101,7 @@ class OpenCLIP(nn.Module):
         import open_clip
         self.model, self.tokenize = model, tokenizer
         self.visual = model.visual
+        self.context_length = model.context_length
         self.resnet = isinstance(self.visual, open_clip.modified_resnet.ModifiedResNet)
         if self.resnet:
             self.dense_features = ("trunk", "value", "maskclip")

@@ -4,6 +4,7 @@ meaning; NYU, KITTI and the baselines are eval.py's --dataset and --method."""
 import argparse
 import os
 
+import open_clip_adapter
 from cli import ArgumentParser
 from clip_runtime import PRECISIONS
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
@@ -18,6 +19,7 @@ METHODS = {
 }
 SWEEP_KEYS = ("name", "prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects", "temperature")
 LONG_SIDE = 544  # predict.py and the playground: a photo's long side, as NYU's evaluated crop
+PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 
 
 class ListError(argparse.ArgumentTypeError, ValueError):
@@ -122,14 +124,23 @@ def check_model_arguments(p, args):
         p.error("give --bin_set or --bins, not both")
     if getattr(args, "long_side", LONG_SIDE) < 32:
         p.error("--long_side must be at least 32")
+    try:
+        prompts_from(vars(args))  # words, bins, templates and their length, before any data or model is read
+    except ValueError as error:
+        p.error(str(error))
 
 
-def prompts_from(settings):
-    """DepthPrompts from flag-named settings (a parsed command line's vars, or a sweep entry over them)."""
-    return DepthPrompts(settings["depth_classes"] or settings["prompt_set"] or "paper",
-                        settings["bins"] or settings["bin_set"] or "paper",
-                        settings["templates"] or DepthPrompts.templates, settings["objects"] or DepthPrompts.objects,
-                        settings["temperature"])
+def prompts_from(settings, where=PROMPT_FLAGS):
+    """DepthPrompts from flag-named settings (a parsed command line's vars, or a sweep entry over them); prompts
+    longer than CLIP's 77 tokens are refused here, before any model loads, naming `where` (OpenAI's tokenizer;
+    open_clip's own is asked once its model is loaded)."""
+    prompts = DepthPrompts(settings["depth_classes"] or settings["prompt_set"] or "paper",
+                           settings["bins"] or settings["bin_set"] or "paper",
+                           settings["templates"] or DepthPrompts.templates,
+                           settings["objects"] or DepthPrompts.objects, settings["temperature"])
+    if not settings["clip_model"].startswith(open_clip_adapter.PREFIX):
+        prompts.check_lengths(where=where)
+    return prompts
 
 
 def build_monoclip(args, device=None):

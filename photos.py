@@ -51,4 +51,4 @@ def default_focal(width):
 
 
 def is_image_name(name):
-    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("._")  # macOS's AppleDouble files
+    return name.lower().endswith(IMAGE_EXTENSIONS)

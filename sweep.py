@@ -54,7 +54,7 @@ def read(path, args):
             settings.update(bin_set=None, bins=None)
         settings.update((key, value) for key, value in entry.items() if key != "name")
         try:
-            prompts = prompts_from(settings)
+            prompts = prompts_from(settings, where=None)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
         runs.append((name, prompts, {"prompt_set": settings["prompt_set"], "bin_set": settings["bin_set"]}))

@@ -8,7 +8,6 @@ paper's rows get its numbers.
 """
 import json
 import os
-import sys
 
 import cli
 from calculate_error import TABLE_COLUMNS
@@ -52,9 +51,9 @@ def markdown_table(paths):
 
 
 def main(argv=None):
-    paths = sys.argv[1:] if argv is None else argv
-    if not paths:
-        raise ValueError("give one or more results files written by eval.py --output")
+    p = cli.ArgumentParser(prog="table.py", description=__doc__.splitlines()[0])
+    p.add_argument("results", nargs="+", help="results files written by eval.py --output (single runs or sweeps)")
+    paths = p.parse_args(argv).results
     for path in paths:
         if not os.path.isfile(path):
             raise ValueError(f"results file {path} does not exist; run eval.py --output {path} first")

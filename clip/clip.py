@@ -122,6 +122,9 @@ def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_a
                              f"instead of the model name")
     elif os.path.isfile(name):
         path = name
+    elif os.path.isdir(name):
+        raise RuntimeError(f"{name} is a folder; give the path of a CLIP checkpoint file in it, or a model name "
+                           f"({', '.join(available_models())})")
     elif os.sep in name or os.path.splitext(name)[1]:
         raise RuntimeError(f"{name}: no such file; give the path of a CLIP checkpoint, or a model name "
                            f"({', '.join(available_models())})")

@@ -77,7 +77,7 @@ def to_rgb(image, path="image", background=ALPHA_BACKGROUND):
         if not (np.isfinite(values).all() and low >= 0 and high <= top):
             raise DataError(f"{path} is {describe_mode(image)} with values {low:g}..{high:g}, outside 0..{top:g}: "
                             f"convert it to an 8-bit image first")
-        gray = Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8), "L")
+        gray = Image.fromarray(np.round(values * (255.0 / top)).astype(np.uint8))
         return gray.convert("RGB"), False
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

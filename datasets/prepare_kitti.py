@@ -10,7 +10,11 @@ depth (data_depth_annotated.zip, 14 GB, of which the test drives' maps are kept)
 as <drive>/proj_depth/..., the layout eval.py --dataset KITTI reads.
 """
 import os
+import sys
 import zipfile
+
+if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import cli
 from downloads import download

@@ -9,6 +9,10 @@ reading). The split is splits.mat's 1-based trainNdxs/testNdxs. Needs h5py and s
 """
 import io
 import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 from PIL import Image

@@ -14,9 +14,15 @@ and a one-layer, width-64 text tower, about 100 MB.
 import argparse
 import math
 import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 import torch
+
+import cli
 
 RN50_GEOMETRY = dict(vision_layers=(3, 4, 6, 3), text_width=512, text_layers=12)  # OpenAI's RN50 shapes
 
@@ -159,6 +165,7 @@ def main(argv=None):
                                 vit_patch=args.vit, vit_width=args.vit_width, vit_layers=args.vit_layers)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     torch.save(state, args.out)
+    print(f"checkpoint written to {args.out} ({cli.size_of(args.out)}); use it as --clip_model {args.out}")
 
 
 if __name__ == "__main__":

@@ -12,9 +12,15 @@ nothing about KITTI.
 """
 import argparse
 import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 from PIL import Image
+
+import cli
 
 DRIVES = [("2011_09_26", "2011_09_26_drive_0002_sync", (375, 1242)), ("2011_09_30", "2011_09_30_drive_0016_sync",
                                                                       (376, 1241))]
@@ -72,7 +78,8 @@ def main(argv=None):
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    write_dataset(args.data_path, args.count, args.seed)
+    listing = write_dataset(args.data_path, args.count, args.seed)
+    print(f"{args.count} road scenes written under {args.data_path} ({cli.size_of(args.data_path)}), listed in {listing}")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,15 @@ so golden.json's pipeline case applies.
 """
 import argparse
 import os
+import sys
+
+if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
 from PIL import Image
 
+import cli
 from datasets.nyu import SPLIT_DIR  # where eval.py looks under --data_path
 
 H, W = 480, 640
@@ -71,6 +76,9 @@ def main(argv=None):
     parser.add_argument("--scenes", default="bathroom,kitchen,living_room")
     args = parser.parse_args(argv)
     write_dataset(args.data_path, args.count, args.seed, args.scenes.split(","))
+    split = os.path.join(args.data_path, SPLIT_DIR)
+    print(f"{args.count} rooms written under {split} ({cli.size_of(split)}); evaluate them with eval.py --data_path "
+          f"{args.data_path} --testfile_nyu auto")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""Shared fixtures: a seeded checkpoint and NYU-like data, generated once per test session in a temporary folder."""
+"""Shared fixtures: a seeded checkpoint and NYU-like data, generated once per test session in a temporary folder;
+optional packages imported or their tests skipped with the reason."""
+import importlib
 import json
 import os
 
@@ -9,6 +11,16 @@ from synthetic.checkpoint import make_state_dict
 from synthetic.nyu_like import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def optional(name):
+    """import name, or skip the calling module's tests saying why: not installed, or installed but broken (a
+    torchvision built for another torch raises RuntimeError at import, not ImportError)."""
+    try:
+        return importlib.import_module(name)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        pytest.skip(f"{name} cannot be imported ({type(error).__name__}: {reason})", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,9 @@ import predict
 import visualize
 from monoclip import MonoCLIP
 
-demo = pytest.importorskip("demo")
+from conftest import optional
+
+demo = optional("demo")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +107,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def page_url(playground):
-    pytest.importorskip("gradio")
+    optional("gradio")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -129,7 +131,7 @@ def wait_for_change(locator, old, seconds=60):
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)")
 def test_page_in_headless_chromium(page_url, tmp_path, playground):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    sync_api = optional("playwright.sync_api")
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 import eval as evaluation
 from monoclip import MonoCLIP
 from synthetic.checkpoint import make_state_dict
+from conftest import optional
 from test_errors import documented
 
-open_clip = pytest.importorskip("open_clip")
+open_clip = optional("open_clip")
 
 TEXT = {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}
 CONFIGS = {  # the vendored generator's geometries, so one checkpoint loads both ways

@@ -5,14 +5,15 @@ import subprocess
 import sys
 import urllib.request
 
-import h5py
 import numpy as np
 import pytest
-import scipy.io
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, optional
 from datasets import DataError, prepare_nyu
+
+h5py = optional("h5py")
+scipy_io = optional("scipy.io")
 
 SCENES = ["bathroom", "kitchen", "bathroom", "living_room"]  # image i (1-based) is SCENES[i - 1]
 TEST, TRAIN = [2, 4], [1, 3]
@@ -38,7 +39,7 @@ def write_labeled(path):
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepare")
     write_labeled(root / "labeled.mat")
-    scipy.io.savemat(root / "splits.mat", {"testNdxs": np.array(TEST, np.uint16)[:, None],
+    scipy_io.savemat(root / "splits.mat", {"testNdxs": np.array(TEST, np.uint16)[:, None],
                                            "trainNdxs": np.array(TRAIN, np.uint16)[:, None]})
     (root / "list.txt").write_text("".join(f"{SCENES[i - 1]}/rgb_{i - 1:05d}.jpg {SCENES[i - 1]}/sync_depth_{i - 1:05d}.png\n"
                                            for i in TEST))
