@@ -146,8 +146,8 @@ def build_page(playground):
         outputs = [depth, weights, shares, files, notes]
         preset.input(lambda name, text: presets.get(name, text), [preset, words], words)  # custom: as typed
         bin_preset.input(lambda name, text: bin_presets.get(name, text), [bin_preset, bins], bins)
-        words.input(lambda text: matching_preset(presets, text), words, preset)
-        bins.input(lambda text: matching_preset(bin_presets, text), bins, bin_preset)
+        words.change(lambda text: matching_preset(presets, text), words, preset)
+        bins.change(lambda text: matching_preset(bin_presets, text), bins, bin_preset)
         new_image = image.change(lambda img: photos.default_focal(img.width if img else 640), image, focal)
         new_image.then(update, inputs, outputs)  # an upload or a clicked example computes by itself
         for trigger in (button.click, words.submit, bins.submit, template.submit, objects.submit,

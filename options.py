@@ -190,8 +190,8 @@ def eval_options():
 
     add_batch_arguments(run)
     run.add_argument("--cache", metavar="DIR", help="keep each image's patch features here and reuse them in "
-                     "later runs with the same image-side settings (clip_model, features, normalize, precision); "
-                     "baselines have none and ignore it")
+                     "later runs with the same image-side settings (the weights' SHA256, features, precision, device "
+                     "type, dataset, input size, normalization); baselines have none and ignore it")
     run.add_argument("--output", help="write results as JSON to this file")
     run.add_argument("--img_save", metavar="DIR", help="write per image DIR/<scene>_<number>.png (RGB | prediction | "
                      "ground truth) and DIR/<scene>_<number>_depth.png (prediction, uint16 mm, 640x480)")

@@ -161,3 +161,24 @@ def test_page_in_headless_chromium(page_url, tmp_path, playground):
             shutil.copy(tmp_path / "playground.png", os.environ["DEPTHCLIP_SCREENSHOT"])
             shutil.copy(tmp_path / "playground_error.png", os.environ["DEPTHCLIP_SCREENSHOT"][:-4] + "_error.png")
         browser.close()
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)")
+def test_page_computes_by_itself(page_url, playground):
+    """A clicked example computes without the button; Enter in the temperature updates; typed bins turn the bin
+    preset to 'custom'."""
+    sync_api = optional("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        page.goto(page_url)
+        depth = page.locator("#depth img")
+        page.locator("button.gallery-item").last.click()  # an example
+        first = wait_for_change(depth, None, seconds=40)
+        page.locator("#temperature input").fill("2")
+        page.locator("#temperature input").press("Enter")
+        assert wait_for_change(depth, first, seconds=40) != first
+        page.locator("#bins textarea").fill("1, 2, 2.5, 3, 3.5, 4, 9")
+        page.locator("#bins textarea").press("Tab")
+        page.wait_for_function("document.querySelector('#bin_preset input').value === 'custom'", timeout=20000)
+        browser.close()
