@@ -114,3 +114,35 @@ def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", c
         else:
             rows.append(kitti_errors(truth[box], depth, crop, cap, median_scale))
     return stacked(rows)
+
+
+# ---------------------------------------------------------------- Auty & Mikolajczyk's protocol (--protocol auty2023)
+AUTY_DEPTH_RANGE = {"NYU": (MIN_DEPTH, nyu.MAX_DEPTH), "KITTI": (MIN_DEPTH, kitti.CAP)}  # their params' min/max depth
+
+
+def per_image_errors_auty(gt, pred, dataset="NYU", frame_sizes=None):
+    """gt (B, 1, H, W) metres, pred (B, 1, h, w) metres (each view clamped to the depth range before the flip
+    average, as their validation_step) -> {metric: (B,) tensor}, as their metrics/MetricsPreprocess.py scores:
+    pred upsampled bilinearly (align_corners=True) to the ground truth, NaN -> min and +-inf -> max depth, a pixel
+    counting where min < gt <= max (their cap is inclusive) and inside NYU's crop rows 45:471, cols 41:601, or, on
+    KITTI, Garg's fractions of the 352x1216 benchmark box that their loader crops the ground truth to. Their
+    rmse_log running average has no square root; here rmse_log is the root, as everywhere else."""
+    low, high = AUTY_DEPTH_RANGE[dataset]
+    rows = []
+    for i, (truth, depth) in enumerate(zip(gt[:, 0].float(), pred.float())):
+        if dataset == "KITTI":
+            truth = truth[kitti.benchmark_box(*frame_sizes[i])]
+        depth = torch.nn.functional.interpolate(depth[None], truth.shape, mode="bilinear", align_corners=True)[0, 0]
+        depth = depth.nan_to_num(nan=low, posinf=high, neginf=high)
+        valid = (truth > low) & (truth <= high)
+        region = torch.zeros_like(valid)
+        h, w = truth.shape
+        if dataset == "NYU":
+            top, bottom, left, right = nyu.BTS_EIGEN_CROP
+            region[top:bottom, left:right] = True
+        else:
+            top, bottom, left, right = kitti.CROPS["garg"]
+            region[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
+        valid &= region
+        rows.append(score(truth[valid], depth[valid], high))
+    return stacked(rows)

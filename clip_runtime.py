@@ -12,6 +12,7 @@ channels_last, one view per pass on a CPU); and the settings that results files 
 """
 import contextlib
 import functools
+import hashlib
 import os
 import sys
 
@@ -36,7 +37,7 @@ class FrozenCLIP:
     RuntimeError for a checkpoint that cannot be read (one line naming the file).
     """
 
-    def __init__(self, name, device=None, precision="auto", download_root=None):
+    def __init__(self, name, device=None, precision="auto", download_root=None, visual_state=None):
         mismatch = open_clip_adapter.torchvision_mismatch()
         if mismatch:
             print(f"warning: {mismatch}", file=sys.stderr)
@@ -44,6 +45,7 @@ class FrozenCLIP:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         self.model, self.tokenize, self.mean_std = load_clip(name, self.device, download_root)
+        self.visual_state_sha256 = load_visual_state(self.model.visual, visual_state) if visual_state else None
         if self.precision != "fp16":
             self.model.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
         self.model.requires_grad_(False)
@@ -90,11 +92,34 @@ class FrozenCLIP:
         """What results files record about the model: name (a file as its absolute path), SHA256, precision, device."""
         name = os.path.abspath(self.name) if os.path.isfile(self.name) else self.name
         return {"clip_model": name, "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision,
-                "device": str(self.device)}
+                "device": str(self.device), **({"batchnorm_statistics_sha256": self.visual_state_sha256}
+                                              if self.visual_state_sha256 else {})}
 
     def weights_id(self):
-        """What names these weights for the feature cache: the SHA256, or open_clip's model and tag."""
-        return self.checkpoint_sha256 or self.name
+        """What names these weights for the feature cache: the SHA256, or open_clip's model and tag, and the SHA256
+        of BatchNorm statistics a prompts checkpoint replaced."""
+        weights = self.checkpoint_sha256 or self.name
+        return f"{weights}+batchnorm:{self.visual_state_sha256}" if self.visual_state_sha256 else weights
+
+
+def load_visual_state(visual, state):
+    """Put a checkpoint's BatchNorm statistics ({name: tensor} of the image tower's buffers) into it, before any
+    folding; returns their SHA256. A ValueError if they do not fit this tower."""
+    own = visual.state_dict()
+    wrong = [key for key, value in state.items() if key not in own or own[key].shape != value.shape]
+    if wrong:
+        raise ValueError(f"the prompts' BatchNorm statistics do not fit this CLIP's image tower (first: {wrong[0]}); "
+                         f"they were made for another backbone")
+    visual.load_state_dict(state, strict=False)
+    return state_sha256(state)
+
+
+def state_sha256(state):
+    """The SHA256 of a {name: tensor} state, names and values."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode() + state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_clip(name, device, download_root=None):

@@ -29,7 +29,8 @@ import cli
 import options
 import sweep
 import visualize
-from calculate_error import METRICS, TABLE_COLUMNS, per_image_errors_KITTI, per_image_errors_NYU
+from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, per_image_errors_auty,
+                             per_image_errors_KITTI, per_image_errors_NYU)
 from datasets import DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
 from feature_cache import FeatureCache
 from clip_runtime import pick_device
@@ -62,9 +63,10 @@ def constant(depth, size):
     return predict
 
 
-def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
+def depthclip(model, encoded_prompts, flip, cache=None, dataset=None, clamp=None):
     """One image pass per batch (or the cache's stored features: then the loader leaves the RGB undecoded and
-    the dataset decodes only what the cache lacks), then the head for each prompt setting."""
+    the dataset decodes only what the cache lacks), then the head for each prompt setting (each view's depth
+    clamped to clamp=(min, max) first, where a protocol says so)."""
     def predict(rgb, files, indices):
         if cache is None:
             patches, grid = model.view_features(rgb, flip)
@@ -72,7 +74,7 @@ def depthclip(model, encoded_prompts, flip, cache=None, dataset=None):
             patches, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
                                                 functools.partial(dataset.load_rgb, normalize=dataset.normalize),
                                                 flip)
-        return [model.depth_from_features(patches, grid, dataset.input_size, flip, prompts)
+        return [model.depth_from_features(patches, grid, dataset.input_size, flip, prompts, clamp)
                 for prompts in encoded_prompts]
     return predict
 
@@ -252,19 +254,22 @@ def open_dataset(r):
     args = r.args
     normalize = args.normalize
     with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
+    auty = args.protocol == "auty2023"
     if args.dataset == "NYU":
         data_path = args.data_path or DEFAULT_DATA_PATH
         r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                               normalize=normalize, with_rgb=with_rgb)
+                               normalize=normalize, with_rgb=with_rgb, whole_frame=auty)
         r.scene_of = scene_of
-        r.errors = lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale)
+        r.errors = (lambda gt, pred, indices: per_image_errors_auty(gt, pred, "NYU")) if auty else \
+            (lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale))
         r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
     else:
         data_path = args.data_path or kitti.DEFAULT_DATA_PATH
         r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
                                normalize=normalize, with_rgb=with_rgb)
         r.scene_of = drive_of
-        r.errors = lambda gt, pred, indices: per_image_errors_KITTI(
+        r.errors = lambda gt, pred, indices: per_image_errors_auty(
+            gt, pred, "KITTI", [r.dataset.frame_size(i) for i in indices]) if auty else per_image_errors_KITTI(
             gt, pred, [r.dataset.frame_size(i) for i in indices], args.kitti_protocol, args.eval_crop, args.cap,
             args.median_scale)
         r.dataset_config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
@@ -283,7 +288,8 @@ def predictor(r):
         return lower_bound(r.args.seed, size) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
                                                                                               size)
     encoded = [r.model.encode_prompts(prompts) for _, prompts, _ in r.settings]
-    return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset)
+    clamp = AUTY_DEPTH_RANGE[r.args.dataset] if r.args.protocol == "auty2023" else None
+    return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset, clamp)
 
 
 def predict_and_score(r):
@@ -315,7 +321,8 @@ def predict_and_score(r):
 def run_config(r, prompts, names):
     """One setting's results config: the model's and the prompts' settings (or the baseline's), then the data's."""
     args = r.args
-    data = {"dataset": args.dataset, **r.dataset_config, "scenes": args.scenes, "limit": args.limit,
+    data = {"dataset": args.dataset, "protocol": args.protocol, **r.dataset_config, "scenes": args.scenes,
+            "limit": args.limit,
             "median_scale": args.median_scale, "normalize": args.normalize, "flip": not args.no_flip,
             "batch_size": args.batch_size, "workers": r.workers, "world_size": r.world}
     if r.model is None:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import clip
-from clip_runtime import FrozenCLIP, check_dense_features
+from clip_runtime import FrozenCLIP, check_dense_features, state_sha256
 
 # ---------------------------------------------------------------- configuration: the paper's Table 1
 CLIP_MODEL = "RN50"
@@ -110,6 +110,11 @@ class DepthPrompts:
                 raise ValueError(f"{where + ': ' if where else ''}the prompt {shown!r} is {count} tokens long, more than the "
                                  f"{context_length} CLIP's text tower reads; shorten the words, template or object")
 
+    def encode(self, model, tokenize=clip.tokenize):
+        """-> EncodedPrompts through this model's text tower (prompts longer than it reads refused first)."""
+        self.check_lengths(tokenize, model.context_length)
+        return EncodedPrompts.of(model, self, tokenize)
+
     def config(self):
         """The settings as a results file records them."""
         return {"depth_classes": list(self.depth_classes), "bins": list(self.bins), "templates": list(self.templates),
@@ -124,10 +129,20 @@ def text_features(model, prompts, tokenize=clip.tokenize):
     prompts go through the text tower as one batch.
     """
     device = next(model.parameters()).device
-    embeddings = model.encode_text(tokenize(prompts.texts()).to(device))  # (K * T, embed_dim)
+    embeddings = encode_tokens(model, tokenize(prompts.texts()).to(device))  # (K * T, embed_dim)
     embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
     mean = embeddings.view(-1, len(prompts.templates), embeddings.shape[-1]).mean(dim=1)  # (K, embed_dim)
     return (mean / mean.norm(dim=-1, keepdim=True)).T
+
+
+def encode_tokens(model, tokens):
+    """(N, context_length) token ids -> (N, embed_dim), as model.encode_text, faster: the text tower is causal and
+    the feature is read at the end token, so it runs on the positions up to the longest prompt's end token only
+    (equal to the full run within float rounding). Towers that are not causal run whole."""
+    if not getattr(model, "causal_text", True):
+        return model.encode_text(tokens)
+    eot = tokens.argmax(dim=-1)  # the end token has the largest id
+    return model.encode_token_embeddings(model.token_embedding(tokens[:, :int(eot.max()) + 1]), eot)
 
 
 class EncodedPrompts(NamedTuple):
@@ -189,9 +204,11 @@ def depth_head(patches, grid, prompts):
 class MonoCLIP(nn.Module):
     """Zero-shot depth: forward((B, 3, H, W) normalized images) -> (B, 1, H/s, W/s) metres, s the patch stride.
 
-    prompts: a DepthPrompts (default: the paper's); depth_classes, bins, templates, objects and temperature
-    build one instead, as a convenience. Other settings can be encoded with encode_prompts and handed to
-    depth_from_features, reusing one image pass. clip_model, device, precision: see clip_runtime.FrozenCLIP.
+    prompts: a DepthPrompts (default: the paper's), or learned tokens (learned_prompts.LearnedPrompts, whose
+    BatchNorm statistics, if a checkpoint adapted them, replace CLIP's); depth_classes, bins, templates, objects
+    and temperature build a DepthPrompts instead, as a convenience. Other settings can be encoded with
+    encode_prompts and handed to depth_from_features, reusing one image pass. clip_model, device, precision: see
+    clip_runtime.FrozenCLIP.
     Raises ValueError for a setting the method or the backbone cannot run (naming it).
     """
 
@@ -208,18 +225,28 @@ class MonoCLIP(nn.Module):
         if features not in FEATURES:
             raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.features = features
-        self.backbone = FrozenCLIP(clip_model, device, precision, download_root)
+        self.backbone = FrozenCLIP(clip_model, device, precision, download_root,
+                                   getattr(self.prompts, "visual_state", None))
         self.clip = self.backbone.model
         check_dense_features(self.clip, features, clip_model)
-        self.prompts.check_lengths(self.backbone.tokenize, self.clip.context_length)
-        self.encoded = EncodedPrompts.of(self.clip, self.prompts, self.backbone.tokenize)
+        self.encoded = self.encode_prompts(self.prompts)
 
     def encode_prompts(self, prompts):
-        """DepthPrompts -> EncodedPrompts with this model's text tower (its own prompts are encoded once)."""
-        if prompts == self.prompts:
+        """A language side (DepthPrompts, LearnedPrompts) -> EncodedPrompts with this model's text tower (its own
+        prompts are encoded once). Learned tokens made for other weights, or carrying other BatchNorm statistics
+        than this model runs with, are a ValueError."""
+        if prompts is self.prompts and hasattr(self, "encoded"):
             return self.encoded
-        prompts.check_lengths(self.backbone.tokenize, self.clip.context_length)
-        return EncodedPrompts.of(self.clip, prompts, self.backbone.tokenize)
+        source = getattr(prompts, "source", {})
+        made_for, ours = source.get("checkpoint_sha256"), self.backbone.checkpoint_sha256
+        if made_for and ours and made_for != ours:
+            raise ValueError(f"{source.get('file', 'the prompts')} was made for the CLIP weights with SHA256 "
+                             f"{made_for}, not these ({ours}); give its --clip_model")
+        statistics = getattr(prompts, "visual_state", None)
+        if (state_sha256(statistics) if statistics else None) != self.backbone.visual_state_sha256:
+            raise ValueError(f"{source.get('file', 'the prompts')} carries other BatchNorm statistics than the model "
+                             f"runs with: give it as the model's own --prompts, not as a sweep entry")
+        return prompts.encode(self.clip, self.backbone.tokenize)
 
     def patch_features(self, x):
         """The image side: (B, 3, H, W) normalized images -> ((B, hw, C), (h, w)), on this model's device."""
@@ -242,12 +269,15 @@ class MonoCLIP(nn.Module):
         return torch.cat([patches for patches, _ in parts]), parts[0][1]
 
     @torch.inference_mode()
-    def depth_from_features(self, patches, grid, size, flip=True, prompts=None):
+    def depth_from_features(self, patches, grid, size, flip=True, prompts=None, clamp=None):
         """view_features' output -> (B, 1, *size) metres: the head with these prompts (EncodedPrompts, the
         model's own by default), the mirror view's depth mirrored back and averaged in, then upsampled
-        bilinearly with align_corners=True: the authors' evaluation protocol."""
+        bilinearly with align_corners=True: the authors' evaluation protocol. clamp=(min, max): each view's depth
+        clamped first (Auty & Mikolajczyk's validation_step)."""
         prompts = prompts or self.encoded
         depth = torch.cat([depth_head(part, grid, prompts) for part in self.backbone.passes(patches)])
+        if clamp:
+            depth = depth.clamp(*clamp)
         if flip:
             B = depth.shape[0] // 2
             depth = 0.5 * (depth[:B] + depth[B:].flip(3))

@@ -122,6 +122,33 @@ class OpenCLIP(nn.Module):
     def encode_text(self, tokens):
         return self.model.encode_text(tokens)
 
+    @property
+    def token_embedding(self):
+        return self.model.token_embedding
+
+    @property
+    def causal_text(self):
+        """Whether encode_token_embeddings may run on fewer positions than the context (a causal mask and the
+        feature read at the end token, as OpenAI's CLIP); other towers (bidirectional, pooled elsewhere) may not."""
+        return getattr(self.model, "attn_mask", None) is not None and getattr(self.model, "text_pool_type",
+                                                                             "argmax") == "argmax"
+
+    def encode_token_embeddings(self, embeddings, eot):
+        """(B, L, width) token embeddings, (B,) end-token positions -> (B, embed_dim), as clip/model.py's
+        CLIP.encode_token_embeddings, on open_clip's text tower (a causal one: see causal_text)."""
+        if not self.causal_text:
+            raise ValueError(f"{type(self.model).__name__}'s text tower is not causal with an end-token feature; "
+                             f"learned prompt tokens need one (OpenAI-style CLIP text towers)")
+        m, L = self.model, embeddings.shape[1]
+        cast = m.transformer.get_cast_dtype()
+        x = embeddings.to(cast) + m.positional_embedding[:L].to(cast)
+        batch_first = getattr(m.transformer, "batch_first", True)
+        x = m.transformer(x if batch_first else x.transpose(0, 1), attn_mask=m.attn_mask[:L, :L])
+        x = m.ln_final(x if batch_first else x.transpose(0, 1))[torch.arange(x.shape[0]), eot]
+        if m.text_projection is None:
+            return x
+        return m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+
     def encode_image_dense(self, image, features="trunk"):
         """(B, 3, H, W) -> (B, C, H/s, W/s), as clip/model.py's CLIP.encode_image_dense."""
         if features not in self.dense_features:

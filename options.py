@@ -17,7 +17,15 @@ METHODS = {
     "lower_bound": "every pixel an independent uniform draw in [0, 10] m (the paper's lower bound)",
     "constant": "one constant depth everywhere (--constant_depth), a sanity row",
 }
-SWEEP_KEYS = ("name", "prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects", "temperature")
+SWEEP_KEYS = ("name", "prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects", "temperature", "prompts",
+              "prompts_config")
+WORD_SETTINGS = ("prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects")  # what --prompts replaces
+PROTOCOLS = {
+    "depthclip": "the DepthCLIP authors': NYU's 416x544 crop, the prediction pasted into the frame, their Eigen crop",
+    "auty2023": "Auty & Mikolajczyk's (PromptLearningCLIP-MDE): the whole 480x640 NYU frame (KITTI: the benchmark "
+                "crop), each view clamped to the depth range, min < gt <= max, BTS's Eigen crop 45:471, 41:601 "
+                "(KITTI: Garg's)",
+}
 LONG_SIDE = 544  # predict.py and the playground: a photo's long side, as NYU's evaluated crop
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 
@@ -92,6 +100,11 @@ def add_model_arguments(p):
     method.add_argument("--normalize", default="imagenet", choices=[*NORMALIZATIONS, MODEL],
                         help="RGB mean/std: the authors' ImageNet statistics, OpenAI CLIP's, or the model's own "
                              "(open_clip models say theirs)")
+    method.add_argument("--prompts", metavar="FILE", help="learned prompt tokens instead of words: a .safetensors "
+                        "written by train.py or convert_prompts.py, or a PromptLearningCLIP-MDE .ckpt with "
+                        "--prompts_config")
+    method.add_argument("--prompts_config", metavar="PARAMS.yaml", help="the params YAML a --prompts .ckpt was "
+                        "trained with (their params/*.yaml)")
     method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
     return method, add_running_arguments(p)
 
@@ -131,15 +144,39 @@ def check_model_arguments(p, args):
 
 
 def prompts_from(settings, where=PROMPT_FLAGS):
-    """DepthPrompts from flag-named settings (a parsed command line's vars, or a sweep entry over them); prompts
-    longer than CLIP's 77 tokens are refused here, before any model loads, naming `where` (OpenAI's tokenizer;
-    open_clip's own is asked once its model is loaded)."""
+    """The language side from flag-named settings (a parsed command line's vars, or a sweep entry over them):
+    learned tokens from --prompts (learned_prompts.py), or DepthPrompts from the words; prompts longer than CLIP's
+    77 tokens are refused here, before any model loads, naming `where` (OpenAI's tokenizer; open_clip's own is asked
+    once its model is loaded)."""
+    if settings.get("prompts"):
+        given = [f"--{key}" for key in WORD_SETTINGS if settings.get(key)]
+        if given:
+            raise ValueError(f"--prompts sets the words, bins and template; give it or {', '.join(given)}, not both")
+        return load_prompts(settings["prompts"], settings.get("prompts_config"), settings.get("temperature"))
+    if settings.get("prompts_config"):
+        raise ValueError("--prompts_config goes with --prompts RUN.ckpt (a PromptLearningCLIP-MDE checkpoint)")
     prompts = DepthPrompts(settings["depth_classes"] or settings["prompt_set"] or "paper",
                            settings["bins"] or settings["bin_set"] or "paper",
                            settings["templates"] or DepthPrompts.templates,
                            settings["objects"] or DepthPrompts.objects, settings["temperature"])
     if not settings["clip_model"].startswith(open_clip_adapter.PREFIX):
         prompts.check_lengths(where=where)
+    return prompts
+
+
+def load_prompts(path, config=None, temperature=None):
+    """--prompts FILE: a .safetensors of this repository, or (with --prompts_config PARAMS.yaml) a
+    PromptLearningCLIP-MDE checkpoint; --temperature other than the default replaces the file's."""
+    import learned_prompts
+    if path.endswith(".ckpt") or config:
+        if not config:
+            raise ValueError(f"--prompts {path} is a PyTorch Lightning checkpoint: give the params YAML it was "
+                             f"trained with as --prompts_config PARAMS.yaml")
+        prompts = learned_prompts.from_auty(path, config)
+    else:
+        prompts = learned_prompts.LearnedPrompts.load(path)
+    if temperature is not None and temperature != TEMPERATURE:
+        prompts.temperature = temperature
     return prompts
 
 
@@ -168,6 +205,8 @@ def eval_options():
     data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
     data.add_argument("--median_scale", action="store_true", help="scale each prediction by median(gt)/median(pred) "
                       "over its valid pixels before scoring (monodepth2's evaluation); the scales go to the JSON")
+    data.add_argument("--protocol", default="depthclip", choices=list(PROTOCOLS),
+                      help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
     outdoor = p.add_argument_group("KITTI (--dataset KITTI)")
     outdoor.add_argument("--gt_path", help="the annotated-depth root holding <drive>/proj_depth/groundtruth "
                          f"(default <data_path>/{kitti.GT_FOLDER})")
@@ -215,8 +254,11 @@ def parse_eval_args(argv=None):
     if args.dataset == "KITTI":
         if args.img_save:
             p.error("--img_save draws NYU's panels; for KITTI use predict.py on the images you want to see")
-        if not (args.bins or args.bin_set):
+        if not (args.bins or args.bin_set or args.prompts):
             args.bin_set = "kitti_scaled"  # the paper's bins are for rooms; said in the results' config
+    if args.protocol == "auty2023" and (args.median_scale or args.img_save):
+        p.error("--protocol auty2023 scores as Auty & Mikolajczyk did: without --median_scale, and without "
+                "--img_save (its panels are the DepthCLIP crop's)")
     if args.cap <= MIN_DEPTH:
         p.error("--cap must be more than 0.001 m")
     if args.sweep and (args.method != "monoclip" or args.img_save):

@@ -7,7 +7,7 @@ by every entry, so all of them are scored from one pass of the image tower.
 """
 import json
 
-from options import SWEEP_KEYS, prompts_from
+from options import SWEEP_KEYS, WORD_SETTINGS, prompts_from
 
 
 def read(path, args):
@@ -45,9 +45,16 @@ def read(path, args):
         for key in ("depth_classes", "templates", "objects"):
             if key in entry and not (isinstance(entry[key], list) and all(isinstance(v, str) for v in entry[key])):
                 raise ValueError(f"{where}: {key!r} must be a list of strings")
+        for key in ("prompts", "prompts_config"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ValueError(f"{where}: {key!r} must be a file path (a string)")
         if "bins" in entry and not isinstance(entry["bins"], list):
             raise ValueError(f"{where}: 'bins' must be a list of numbers (metres)")
         settings = vars(args).copy()
+        if "prompts" in entry:  # learned tokens replace the command line's words, and words its tokens
+            settings.update({key: None for key in WORD_SETTINGS})
+        elif any(key in entry for key in WORD_SETTINGS):
+            settings.update(prompts=None, prompts_config=None)
         if "prompt_set" in entry or "depth_classes" in entry:  # an entry's words replace the command line's
             settings.update(prompt_set=None, depth_classes=None)
         if "bin_set" in entry or "bins" in entry:

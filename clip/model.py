@@ -140,7 +140,8 @@ class ResidualAttentionBlock(nn.Module):
         self.attn_mask = attn_mask
 
     def attention(self, x):
-        mask = None if self.attn_mask is None else self.attn_mask.to(dtype=x.dtype, device=x.device)
+        L = x.shape[0]  # the text tower may run on fewer positions than its mask was built for (causal: exact)
+        mask = None if self.attn_mask is None else self.attn_mask[:L, :L].to(dtype=x.dtype, device=x.device)
         return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
 
     def forward(self, x):  # x: (L, B, D)
@@ -252,10 +253,21 @@ class CLIP(nn.Module):
 
     def encode_text(self, text):
         """(B, context_length) token ids -> (B, embed_dim), read at each sequence's end token."""
-        x = self.token_embedding(text).type(self.dtype) + self.positional_embedding.type(self.dtype)
+        return self.encode_token_embeddings(self.token_embedding(text), text.argmax(dim=-1))
+
+    def encode_token_embeddings(self, embeddings, eot):
+        """(B, L, width) token embeddings, (B,) end-token positions -> (B, embed_dim).
+
+        The text tower from its input embeddings on: each row of `embeddings` is a token's embedding (a word's
+        token_embedding row, or a learned vector in its place, as prompt learning does), positional embedding
+        added, the causal transformer, ln_final, read at the end token, projected. L <= context_length: the tower
+        is causal, so positions after the last end token change nothing and may be left out.
+        """
+        L = embeddings.shape[1]
+        x = embeddings.type(self.dtype) + self.positional_embedding[:L].type(self.dtype)
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)  # (B, L, width)
         x = self.ln_final(x).type(self.dtype)
-        return x[torch.arange(x.shape[0]), text.argmax(dim=-1)] @ self.text_projection
+        return x[torch.arange(x.shape[0]), eot] @ self.text_projection
 
     @property
     def dense_features(self):

@@ -4,6 +4,7 @@ Per pair: the RGB is cropped to the box (60, 56, 604, 472), i.e. 544x416, scaled
 with ImageNet statistics (not CLIP's); the ground truth is the full 480x640 16-bit PNG / 1000, clipped
 to [0, 10] metres.
 """
+import functools
 import glob
 import os
 
@@ -24,7 +25,7 @@ IMAGE_SIZE = (640, 480)  # PIL (width, height) of every NYU image
 FRAME = (IMAGE_SIZE[1], IMAGE_SIZE[0])  # (480, 640) rows, cols: the ground truth's frame
 PASTE_BOX = (RGB_CROP_BOX[1], RGB_CROP_BOX[3], RGB_CROP_BOX[0], RGB_CROP_BOX[2])  # rows, cols of the crop in the frame
 EIGEN_CROP = (45, 471, 46, 601)  # rows, cols scored: the authors' calculate_error.py (crop_mask[45:471, 46:601]);
-# BTS's eval_with_pngs.py and most others use cols 41:601, Eigen et al. 2014's crop as they wrote it
+BTS_EIGEN_CROP = (45, 471, 41, 601)  # rows, cols: BTS's eval_with_pngs.py and most others, Auty & Mikolajczyk too
 MAX_DEPTH = 10.0  # metres: the ground truth is clipped to it and only depth below it is scored
 FOCAL = 518.8579  # pixels: the focal length (fx) of NYU's colour camera at 640x480, for point clouds
 PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
@@ -65,15 +66,18 @@ def _open(path):
     return image
 
 
-def load_rgb(path, normalize="imagenet"):
-    """(3, 416, 544) float32: the authors' crop, /255, normalized. Grayscale, RGBA and palette files become RGB."""
-    return normalized(to_rgb(_open(path), path)[0].crop(RGB_CROP_BOX), normalize)
+def load_rgb(path, normalize="imagenet", box=RGB_CROP_BOX):
+    """(3, 416, 544) float32: the authors' crop (box=None: the whole 480x640 frame), /255, normalized. Grayscale,
+    RGBA and palette files become RGB."""
+    image = to_rgb(_open(path), path)[0]
+    return normalized(image.crop(box) if box else image, normalize)
 
 
-def load_depth(path):
-    """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10]; 0 = missing."""
+def load_depth(path, clip=True):
+    """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10] (clip=False: as stored);
+    0 = missing."""
     depth = depth_values(_open(path), path, "NYU depth must be a 16-bit grayscale PNG in millimetres") / DEPTH_SCALE
-    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH))[None]
+    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH) if clip else depth)[None]
 
 
 class NYUDepthV2(torch.utils.data.Dataset):
@@ -85,22 +89,27 @@ class NYUDepthV2(torch.utils.data.Dataset):
     (dataset.normalize = model.mean_std) before items are read.
     with_rgb=False leaves the RGB undecoded (an empty tensor in its place), for runs that do not read the pixels:
     baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
+    whole_frame=True: the whole 480x640 RGB goes in and the ground truth is not clipped (Auty & Mikolajczyk's
+    protocol, whose dataloader reads NYU so); the default is the DepthCLIP authors' crop and clipping.
     """
 
-    input_size = INPUT_SIZE  # what the model sees
     load_rgb = staticmethod(load_rgb)
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
-                 normalize="imagenet", with_rgb=True):
+                 normalize="imagenet", with_rgb=True, whole_frame=False):
         if normalize != MODEL:
             mean_std(normalize)  # a bad name fails here, not in the first item
         self.root, self.normalize, self.with_rgb = os.path.join(data_path, SPLIT_DIR), normalize, with_rgb
+        self.box = None if whole_frame else RGB_CROP_BOX
+        self.input_size = FRAME if whole_frame else INPUT_SIZE  # what the model sees
         self.pairs = select(read_pairs(data_path, test_list), scenes, limit, scene_of)
+        if whole_frame:
+            self.load_rgb = functools.partial(load_rgb, box=None)
 
     def __len__(self):
         return len(self.pairs)
 
     def __getitem__(self, index):
         rgb, depth = self.pairs[index]
-        pixels = load_rgb(os.path.join(self.root, rgb), self.normalize) if self.with_rgb else torch.empty(0)
-        return pixels, load_depth(os.path.join(self.root, depth)), rgb
+        pixels = load_rgb(os.path.join(self.root, rgb), self.normalize, self.box) if self.with_rgb else torch.empty(0)
+        return pixels, load_depth(os.path.join(self.root, depth), clip=self.box is not None), rgb
