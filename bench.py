@@ -43,7 +43,7 @@ from clip_runtime import pick_device, pick_precision
 from datasets import NYUDepthV2
 from datasets.nyu import INPUT_SIZE
 from monoclip import (BIN_SETS, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, EncodedPrompts, MonoCLIP,
-                      dense_patch_features, depth_head)
+                      dense_patch_features, depth_head, encode_tokens)
 from synthetic.checkpoint import RN50_GEOMETRY, make_state_dict
 from synthetic.nyu_like import write_dataset
 
@@ -200,6 +200,20 @@ def playground_latency(model, repeats):
     return {"first_image_seconds": spread(first), "edit_seconds": spread(edits)}
 
 
+def text_tower_seconds(model, repeats):
+    """The paper's 7 prompts through the text tower: all 77 positions (encode_text) against the positions up to
+    the longest prompt's end token (monoclip.encode_tokens, what the language side runs), alternating rounds."""
+    tokens = clip.tokenize(DepthPrompts().texts()).to(model.device)
+    full, short = [], []
+    with torch.inference_mode():
+        model.clip.encode_text(tokens), encode_tokens(model.clip, tokens)  # warm-up
+        for _ in range(max(repeats, 3) * 5):
+            full.append(timed(model.clip.encode_text, tokens)[1])
+            short.append(timed(encode_tokens, model.clip, tokens)[1])
+    return {"positions": int(tokens.argmax(-1).max()) + 1, "full_seconds": spread(full),
+            "shortened_seconds": spread(short), "speedup": statistics.median(full) / statistics.median(short)}
+
+
 def largest_difference(rows_a, rows_b):
     """{metric: the largest per-image |a - b|}."""
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
@@ -268,6 +282,7 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
         report["sweep_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, "--sweep", ABLATIONS)
     report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats)
     report["playground"] = playground_latency(model, repeats)
+    report["text_tower"] = text_tower_seconds(model, repeats)
     return report
 
 
@@ -299,6 +314,10 @@ def print_report(r):
           f"-> {e['warm_cache_speedup']:.1f}x faster; {e['cache_mib_per_image']:.2f} MiB per image")
     print(f"playground seconds (min/median/max): new image {fmt(r['playground']['first_image_seconds'])}, "
           f"edit of the words {fmt(r['playground']['edit_seconds'])}")
+    t = r["text_tower"]
+    print(f"text tower, the paper's 7 prompts (ms, min/median/max): 77 positions "
+          f"{fmt({k: 1000 * v for k, v in t['full_seconds'].items()})}, {t['positions']} positions "
+          f"{fmt({k: 1000 * v for k, v in t['shortened_seconds'].items()})} -> {t['speedup']:.1f}x")
 
 
 def fmt(times):

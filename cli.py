@@ -152,6 +152,19 @@ def output_dir(path, what):
         raise
 
 
+def read_document(path, what, kind):
+    """A JSON or YAML file's content, or a ValueError naming the flag (what), the file and what is wrong."""
+    import yaml
+    parse, errors = (json.load, json.JSONDecodeError) if kind == "JSON" else (yaml.safe_load, yaml.YAMLError)
+    try:
+        with open(path) as f:
+            return parse(f)
+    except OSError as error:
+        raise ValueError(f"{what} {path} cannot be read ({error.strerror or error})") from None
+    except errors as error:
+        raise ValueError(f"{what} {path} is not {kind} ({str(error).splitlines()[0]})") from None
+
+
 def size_of(path):
     """A file's or folder's size on disk, for messages: '412.3 MB'."""
     if os.path.isdir(path):

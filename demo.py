@@ -9,6 +9,7 @@ the image, and offers the depth as a 16-bit PNG (millimetres, or 1/256 m past 65
 coloured point cloud (.ply: x right, y down, z forward, metres). Images are read as predict.py reads them
 (16-bit and float images scaled, transparency flattened over white).
 """
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -44,6 +45,7 @@ class Playground:
         self.image_passes = 0  # how often the image tower ran: once per image and feature
         self.folder = tempfile.mkdtemp(prefix="depthclip-demo-")
         self.notes = []  # what the last render changed that a user should know: flattened alpha, the PNG's scale
+        self.learned = model.prompts if not isinstance(model.prompts, DepthPrompts) else None  # from --prompts
 
     def image_features(self, image, features):
         key = (hashlib.sha256(image.tobytes()).hexdigest(), features)
@@ -56,16 +58,21 @@ class Playground:
             self.image_passes += 1
         return self.views[key]
 
-    def render(self, image, words, bins, template, objects, temperature, features, flip, focal):
+    def render(self, image, words, bins, template, objects, temperature, features, flip, focal, prompts_file=None):
         """-> (depth picture, [(word's weight map, caption)], {word: share}, [depth PNG, point cloud PLY]);
-        ValueError if the settings cannot run."""
+        ValueError if the settings cannot run. With learned prompts (an uploaded prompts_file, or the model's own
+        from --prompts) the words, bins, template and objects are theirs: the slots are shown by name, <depth i>."""
         if image is None:
             raise ValueError("upload an image first")
         image, flattened = photos.upright_rgb(image)
-        prompts = DepthPrompts(field(options.comma_list, words, "depth words", "have an empty item"),
-                               field(options.numbers, bins, "bins", "are not comma-separated numbers of metres"),
-                               [template], field(options.comma_list, objects, "objects", "have an empty item"),
-                               float(temperature))
+        if prompts_file or self.learned:
+            prompts = options.load_prompts(prompts_file) if prompts_file else self.learned
+            prompts = dataclasses.replace(prompts, temperature=float(temperature))
+        else:
+            prompts = DepthPrompts(field(options.comma_list, words, "depth words", "have an empty item"),
+                                   field(options.numbers, bins, "bins", "are not comma-separated numbers of metres"),
+                                   [template], field(options.comma_list, objects, "objects", "have an empty item"),
+                                   float(temperature))
         if not focal or focal <= 0:
             raise ValueError(f"focal length {focal!r} must be a positive number of pixels")
         views, grid = self.image_features(image, features)
@@ -100,11 +107,12 @@ CUSTOM = "custom"  # a preset dropdown's value once the field holds typed values
 def build_page(playground):
     import gradio as gr
 
-    def update(image, words, bins, template, objects, temperature, features, flip, focal):
+    def update(image, words, bins, template, objects, temperature, features, flip, focal, prompts_file):
         if image is None:  # the image was cleared: nothing to show, nothing to complain about
             return None, [], None, None, ""
         try:
-            shown = playground.render(image, words, bins, template, objects, temperature, features, flip, focal)
+            shown = playground.render(image, words, bins, template, objects, temperature, features, flip, focal,
+                                      prompts_file)
         except ValueError as error:  # a readable message on the page, which stays usable
             raise gr.Error(cli.one_line(error)) from None
         return (*shown, "; ".join(playground.notes))
@@ -133,6 +141,11 @@ def build_page(playground):
                 flip = gr.Checkbox(True, label="average with the mirrored image", elem_id="flip")
                 focal = gr.Number(photos.default_focal(640), label="focal length (pixels) for the point cloud",
                                   elem_id="focal")
+                learned = f" (now: {os.path.basename(playground.learned.source.get('file') or 'from --prompts')})" \
+                    if playground.learned else ""
+                prompts_file = gr.File(label=f"learned prompts (.safetensors from train.py or convert_prompts.py)"
+                                       f"{learned}: they replace the words, bins, template and objects",
+                                       file_types=[".safetensors"], type="filepath", elem_id="prompts_file")
                 button = gr.Button("Update depth", variant="primary", elem_id="update")
             with gr.Column():
                 depth = gr.Image(label="depth (metres)", elem_id="depth", format="png")
@@ -142,7 +155,7 @@ def build_page(playground):
                 files = gr.File(label="depth as a uint16 PNG (millimetres unless said below) and point cloud (.ply)",
                                 elem_id="files")
                 notes = gr.Markdown(elem_id="notes")
-        inputs = [image, words, bins, template, objects, temperature, feature, flip, focal]
+        inputs = [image, words, bins, template, objects, temperature, feature, flip, focal, prompts_file]
         outputs = [depth, weights, shares, files, notes]
         preset.input(lambda name, text: presets.get(name, text), [preset, words], words)  # custom: as typed
         bin_preset.input(lambda name, text: bin_presets.get(name, text), [bin_preset, bins], bins)
@@ -151,7 +164,7 @@ def build_page(playground):
         new_image = image.change(lambda img: photos.default_focal(img.width if img else 640), image, focal)
         new_image.then(update, inputs, outputs)  # an upload or a clicked example computes by itself
         for trigger in (button.click, words.submit, bins.submit, template.submit, objects.submit,
-                        temperature.submit, focal.submit, feature.input, flip.input):
+                        temperature.submit, focal.submit, feature.input, flip.input, prompts_file.change):
             trigger(update, inputs, outputs)
         if os.path.isdir(EXAMPLES):
             gr.Examples(sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES)), inputs=image)

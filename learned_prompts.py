@@ -245,14 +245,8 @@ def words(model, tokenize, text):
 # ---------------------------------------------------------------- their checkpoints
 def read_params(path):
     """Their params YAML (as their main.py reads it) -> dict; ValueError naming the file."""
-    import yaml
-    try:
-        with open(path) as f:
-            params = yaml.safe_load(f)
-    except OSError as error:
-        raise ValueError(f"--prompts_config {path} cannot be read ({error.strerror or error})") from None
-    except yaml.YAMLError as error:
-        raise ValueError(f"--prompts_config {path} is not YAML ({str(error).splitlines()[0]})") from None
+    import cli
+    params = cli.read_document(path, "--prompts_config", "YAML")
     if not isinstance(params, dict) or not isinstance(params.get("depthclip"), dict) or \
             not isinstance(params["depthclip"].get("lang_strat"), dict):
         raise ValueError(f"--prompts_config {path} has no depthclip.lang_strat; give the params YAML the checkpoint "

@@ -5,21 +5,14 @@
 What an entry leaves out comes from the command line; image-side flags (--clip_model, --features, ...) are shared
 by every entry, so all of them are scored from one pass of the image tower.
 """
-import json
-
+import cli
 from options import SWEEP_KEYS, WORD_SETTINGS, prompts_from
 
 
 def read(path, args):
     """[(name, DepthPrompts, the entry's own settings)] from a sweep file; what an entry leaves out comes from
     args. Every entry is checked before anything runs; a bad one is a ValueError naming it and its key."""
-    try:
-        with open(path) as f:
-            entries = json.load(f)
-    except OSError as error:
-        raise ValueError(f"--sweep {path} cannot be read ({error.strerror})") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"--sweep {path} is not JSON ({error})") from None
+    entries = cli.read_document(path, "--sweep", "JSON")
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"--sweep {path} must hold a non-empty JSON list of settings, e.g. "
                          f"[{{\"name\": \"paper\"}}, {{\"name\": \"warm\", \"temperature\": 0.2}}]")

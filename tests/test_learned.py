@@ -183,3 +183,30 @@ def test_bad_prompts_files_are_one_line_each(golden_auty, wide_checkpoint, check
     line = one_line(capsys, [*base, "--clip_model", wide_checkpoint, "--prompts", ckpt], 2)
     assert "--prompts_config" in line
     assert not out.exists()
+
+
+def test_playground_shows_learned_slots_by_name(golden_auty, wide_checkpoint, tmp_path):
+    demo = optional("demo")
+    from PIL import Image
+    case = golden_auty["cases"]["ls1o1d_ls7_p_dset-even-7"]
+    ckpt, params = run_of(case, wide_checkpoint, tmp_path / "run")
+    prompts = from_auty(ckpt, params)
+    path = tmp_path / "learned.safetensors"
+    prompts.save(str(path))
+    model = MonoCLIP(wide_checkpoint, prompts=prompts, device="cpu")
+    playground = demo.Playground(model)
+    image = Image.open(os.path.join(ROOT, "examples", "synthetic_room.jpg"))
+    words = dict(words="near, far", bins="1, 2", template="This {} is {}", objects="object", features="paper",
+                 flip=True, focal=500.0)
+    for source in (None, str(path)):  # the model's own (--prompts), then the same file uploaded
+        picture, maps, shares, (png, _) = playground.render(image, **words, temperature=0.1, prompts_file=source)
+        assert list(shares) == [f"<depth {i}>" for i in range(7)] and len(maps) == 7
+        assert maps[3][1].startswith(f"'<depth 3>' ({prompts.bins[3]:g} m)")
+        expected = model.predict(photos_input(image, model), size=(image.height, image.width))[0, 0].numpy()
+        saved = np.asarray(Image.open(png), np.float64) / 1000.0
+        assert np.abs(saved - expected).max() <= 0.0005 + 1e-6
+
+
+def photos_input(image, model):
+    import photos
+    return photos.model_input(image.convert("RGB"), 544, model.stride, "imagenet")
