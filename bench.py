@@ -214,6 +214,39 @@ def text_tower_seconds(model, repeats):
             "shortened_seconds": spread(short), "speedup": statistics.median(full) / statistics.median(short)}
 
 
+def training_seconds(checkpoint, folder, images):
+    """train.py on `images` generated NYU-sized training rooms (batch 16, their layout): one epoch through the image
+    tower (--augment none), the cache's first fill, one epoch from the warm cache; peak RSS and the cache's size."""
+    from synthetic.nyu_like import write_dataset
+    root = os.path.join(folder, "train_data")
+    write_dataset(root, count=images, seed=2)
+    os.rename(os.path.join(root, "official_splits", "test"), os.path.join(root, "official_splits", "train"))
+    common = [sys.executable, os.path.join(ROOT, "train.py"), "--data_path", root, "--clip_model", checkpoint,
+              "--val_count", "1", "--device", "cpu", "--no_progress"]
+    probe = "; print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))"
+    seconds = {}
+    for name, extra in [("uncached", []), ("cache_fill", ["--cache", os.path.join(folder, "tcache")]),
+                        ("warm_cache", ["--cache", os.path.join(folder, "tcache"), "--epochs", "2"])]:
+        out = os.path.join(folder, f"{name}.safetensors")
+        argv = common + ["--output", out] + (extra if "--epochs" in extra else extra + ["--epochs", "1"])
+        code = (f"import runpy, sys, time; sys.argv = {argv[1:]!r}; t = time.perf_counter(); "
+                f"runpy.run_path({argv[1]!r}, run_name='__main__'); print('SECONDS', time.perf_counter() - t)" + probe)
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True)
+        lines = result.stdout.splitlines()
+        with open(os.path.join(folder, f"{name}_run", "log.jsonl")) as f:
+            epochs = [r["seconds"] for r in map(json.loads, f) if "seconds" in r]
+        seconds[name] = epochs[0]
+        if len(epochs) > 1:  # a later epoch: the features already in memory
+            seconds[f"{name}_later_epoch"] = epochs[1]
+        seconds[f"{name}_process"] = float(next(line.split()[1] for line in lines if line.startswith("SECONDS")))
+        seconds[f"{name}_peak_rss_mib"] = int(next(l for l in lines if l.startswith("VmHWM")).split()[1]) / 1024
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.join(folder, "tcache"))
+               for f in files)
+    return {"images": images, **seconds, "warm_over_uncached": seconds["uncached"] / seconds["warm_cache"],
+            "later_epoch_over_uncached": seconds["uncached"] / seconds["warm_cache_later_epoch"],
+            "cache_mib": size / 2 ** 20}
+
+
 def largest_difference(rows_a, rows_b):
     """{metric: the largest per-image |a - b|}."""
     return {name: max(abs(a[name] - b[name]) for a, b in zip(rows_a, rows_b)) for name in NYU_METRICS}
@@ -224,7 +257,7 @@ def progress(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY):
+def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY, train_images=0):
     """Time (a) and (b) on the same generated images, the median of `repeats` rounds; returns the report."""
     if repeats < 3:
         progress(f"warning: {repeats} round(s): a median of fewer than 3 rounds is not comparable between runs or "
@@ -283,6 +316,9 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats)
     report["playground"] = playground_latency(model, repeats)
     report["text_tower"] = text_tower_seconds(model, repeats)
+    if train_images:
+        progress(f"train.py on {train_images} generated training images: uncached, cache fill, warm cache")
+        report["training"] = training_seconds(checkpoint, folder, train_images)
     return report
 
 
@@ -314,6 +350,13 @@ def print_report(r):
           f"-> {e['warm_cache_speedup']:.1f}x faster; {e['cache_mib_per_image']:.2f} MiB per image")
     print(f"playground seconds (min/median/max): new image {fmt(r['playground']['first_image_seconds'])}, "
           f"edit of the words {fmt(r['playground']['edit_seconds'])}")
+    if "training" in r:
+        t = r["training"]
+        print(f"train.py, one epoch over {t['images'] - 1} images (batch 16; steps only): through the image tower "
+              f"{t['uncached']:.1f} s, filling the cache {t['cache_fill']:.1f} s, warm cache {t['warm_cache']:.2f} s "
+              f"({t['warm_over_uncached']:.1f}x), a later epoch {t['warm_cache_later_epoch']:.2f} s "
+              f"({t['later_epoch_over_uncached']:.1f}x); cache {t['cache_mib']:.0f} MiB; peak RSS "
+              f"{max(t[k] for k in t if k.endswith('rss_mib')):.0f} MiB")
     t = r["text_tower"]
     print(f"text tower, the paper's 7 prompts (ms, min/median/max): 77 positions "
           f"{fmt({k: 1000 * v for k, v in t['full_seconds'].items()})}, {t['positions']} positions "
@@ -332,7 +375,8 @@ def main(argv=None):
     folder = tempfile.mkdtemp(prefix="depthclip-bench-")
     with cli.OutputFile(args.output) if args.output else contextlib.nullcontext() as output:
         try:
-            report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats)
+            report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats,
+                         train_images=args.train_images)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         print_report(report)

@@ -33,11 +33,12 @@ class FrozenCLIP:
     """A CLIP loaded by name or path, frozen (no gradients, eval mode) on its device in its precision.
 
     name: an OpenAI CLIP name (RN50, ViT-B/16, ...; downloaded with a SHA256 check), a checkpoint path, or
-    'open_clip:<model>[@<pretrained>]'. Raises ValueError for a device or precision this machine cannot run,
+    'open_clip:<model>[@<pretrained>]'. visual_state: BatchNorm statistics to load into the image tower first.
+    fold=False keeps BatchNorm layers (train.py --bn train runs them in train mode). Raises ValueError for a device or precision this machine cannot run,
     RuntimeError for a checkpoint that cannot be read (one line naming the file).
     """
 
-    def __init__(self, name, device=None, precision="auto", download_root=None, visual_state=None):
+    def __init__(self, name, device=None, precision="auto", download_root=None, visual_state=None, fold=True):
         mismatch = open_clip_adapter.torchvision_mismatch()
         if mismatch:
             print(f"warning: {mismatch}", file=sys.stderr)
@@ -49,7 +50,7 @@ class FrozenCLIP:
         if self.precision != "fp16":
             self.model.float()  # clip.load gives fp16 weights on CUDA; bf16 runs fp32 weights under autocast
         self.model.requires_grad_(False)
-        if self.precision != "fp16" and "trunk" in self.model.dense_features:
+        if fold and self.precision != "fp16" and "trunk" in self.model.dense_features:
             fold_batchnorm(self.model.visual)  # ~12% faster on a CPU; outputs move by float rounding (~1e-6 m)
         self.model.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
 

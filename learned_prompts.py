@@ -52,6 +52,9 @@ UNSUPPORTED = {  # settings of their code that this repository does not run, ref
     "img_f_dependent": "image-conditioned tokens", "post_img_feat_stage": "decoders", "post_lang_corr_stage":
     "decoders", "post_depth_pred_stage": "decoders", "lang_corr_stage": "other correlations",
 }
+TRAINING_DEFAULTS = dict(template="learned-static-1o1d", depth_tokens="learned-static-7", object_tokens="paper",
+                         bins="dset-even-7", epochs=25, batch_size=16, lr=3.57e-4, weight_decay=0.1, div_factor=25.0,
+                         final_div_factor=100.0, grad_clip=0.1)  # their params/*.yaml: train.py's defaults
 GROUPS = ("prompt", "depth", "object")  # the learned-token groups, in their state dict's names
 SLOT = re.compile(r"<prompt_(\d+)>|\{object\}|\{depth\}")
 FORMAT = 1  # of the .safetensors metadata
@@ -160,8 +163,7 @@ class LearnedPrompts:
         pad = model.token_embedding(torch.zeros(1, dtype=torch.long, device=device))[0]  # id 0 pads, as tokenize
         padded = torch.stack([torch.cat([s, pad.expand(length - len(s), -1)]) for s in sequences])  # (K, L, width)
         eot = torch.tensor([len(s) - 1 for s in sequences], device=device)
-        with torch.no_grad():
-            features = model.encode_token_embeddings(padded, eot).float()  # (K, embed_dim)
+        features = model.encode_token_embeddings(padded, eot).float()  # (K, embed_dim); differentiable in the tokens
         features = features / features.norm(dim=-1, keepdim=True)
         features = features / features.norm()  # their quirk: the whole matrix by its Frobenius norm
         return EncodedPrompts(features.T.contiguous(), torch.tensor(self.bins, device=device), self.temperature)
@@ -192,13 +194,17 @@ class LearnedPrompts:
         """Write a .safetensors file (whole or not at all): the tokens (and BatchNorm statistics), the layout, the
         backbone it was made for and that backbone's SHA256 as metadata."""
         import cli
+        cli.write_file(path, self.file_bytes(backbone, checkpoint_sha256, extra), "--output")
+
+    def file_bytes(self, backbone=None, checkpoint_sha256=None, extra=None):
+        """The .safetensors file's bytes (see save)."""
         from safetensors.torch import save
-        tensors = {f"tokens.{name}": t.contiguous() for name, t in self.tokens.items() if len(t)}
+        tensors = {f"tokens.{name}": t.detach().contiguous() for name, t in self.tokens.items() if len(t)}
         tensors.update({f"visual.{name}": t.contiguous() for name, t in (self.visual_state or {}).items()})
         layout = {"format": FORMAT, "template": self.template, "depth": self.depth, "object_word": self.object_word,
                   "bins": list(self.bins), "temperature": self.temperature, "backbone": backbone,
                   "checkpoint_sha256": checkpoint_sha256, **(extra or {})}
-        cli.write_file(path, save(tensors, metadata={"depthclip": json.dumps(layout)}), "--output")
+        return save(tensors, metadata={"depthclip": json.dumps(layout)})
 
     @classmethod
     def load(cls, path):

@@ -214,7 +214,7 @@ class MonoCLIP(nn.Module):
 
     def __init__(self, clip_model=CLIP_MODEL, depth_classes=None, bins=None, templates=None, objects=None,
                  temperature=None, device=None, features="paper", precision="auto", download_root=None,
-                 prompts=None):
+                 prompts=None, fold_batchnorm=True):
         super().__init__()
         keywords = dict(depth_classes=depth_classes, bins=bins, templates=templates, objects=objects,
                         temperature=temperature)
@@ -226,7 +226,7 @@ class MonoCLIP(nn.Module):
             raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
         self.features = features
         self.backbone = FrozenCLIP(clip_model, device, precision, download_root,
-                                   getattr(self.prompts, "visual_state", None))
+                                   getattr(self.prompts, "visual_state", None), fold_batchnorm)
         self.clip = self.backbone.model
         check_dense_features(self.clip, features, clip_model)
         self.encoded = self.encode_prompts(self.prompts)

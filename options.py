@@ -295,6 +295,9 @@ def bench_options():
     p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported "
                    "(fewer than 3 are not comparable)")
     p.add_argument("--output", "--json", dest="output", help="also write the report as JSON to this file")
+    p.add_argument("--train_images", type=int, default=0, help="also time train.py on this many generated NYU-sized "
+                   "training images: an epoch through the image tower, the cache's first fill, and an epoch with a "
+                   "warm cache (0: skip)")
     add_batch_arguments(add_running_arguments(p))
     return p
 
@@ -305,4 +308,55 @@ def demo_options():
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     add_long_side(p)
     add_model_arguments(p)
+    return p
+
+
+def train_options():
+    import learned_prompts
+    d = learned_prompts.TRAINING_DEFAULTS
+    p = parser("train.py", "Learn DepthCLIP's prompt tokens with CLIP frozen (Auty & Mikolajczyk 2023's prompt "
+                           "learning); writes a --prompts file.")
+    data = p.add_argument_group("data")
+    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="the folder holding official_splits/train")
+    data.add_argument("--trainfile_nyu", default="auto", help="a list of 'rgb depth' pairs under "
+                      "official_splits/train, or 'auto' for every pair found there")
+    data.add_argument("--val_count", type=int, default=50, help="training images held out and scored each epoch "
+                      "(DepthCLIP's protocol); never the test set")
+    layout = p.add_argument_group("the prompt layout (their lang_strat names; --config sets them from their YAML)")
+    layout.add_argument("--config", metavar="PARAMS.yaml", help="their params YAML: the layout and the optimizer's "
+                        "settings as defaults, flags given here win")
+    layout.add_argument("--template", default=d["template"], help="paper, paper-v1, learned-static-1o1d, "
+                        "learned-static-1o2d, learned-static-4o4d")
+    layout.add_argument("--depth_tokens", default=d["depth_tokens"], help="learned-static-N (N learned tokens) or "
+                        "words: paper, size-7, depth-7, colour-7")
+    layout.add_argument("--object_tokens", default=d["object_tokens"], help="paper ('object') or learned-static-1")
+    layout.add_argument("--bins", default=d["bins"], help="dset-even-N, dset-log-N, const80-log-N or paper")
+    layout.add_argument("--temperature", type=float, default=TEMPERATURE, help="of the softmax over the bins (theirs "
+                        "and the paper's 0.1)")
+    fit = p.add_argument_group("optimization (their defaults)")
+    fit.add_argument("--epochs", type=int, default=d["epochs"])
+    fit.add_argument("--batch_size", type=int, default=d["batch_size"])
+    fit.add_argument("--lr", type=float, default=d["lr"], help="AdamW's and OneCycleLR's maximum learning rate")
+    fit.add_argument("--weight_decay", type=float, default=d["weight_decay"])
+    fit.add_argument("--div_factor", type=float, default=d["div_factor"], help="OneCycleLR's")
+    fit.add_argument("--final_div_factor", type=float, default=d["final_div_factor"], help="OneCycleLR's")
+    fit.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="gradient-norm clipping")
+    fit.add_argument("--seed", type=int, default=0, help="token initialization, validation split and data order")
+    fit.add_argument("--augment", default="none", choices=["none", "flip"], help="none: DepthCLIP's evaluation crop; "
+                     "flip: and a random horizontal flip (the cache holds both views)")
+    fit.add_argument("--bn", default="frozen", choices=["frozen", "train"], help="frozen: CLIP exactly as released "
+                     "(features cacheable); train: their setting, BatchNorm in train mode, statistics adapted and "
+                     "written into the prompts file")
+    run = add_running_arguments(p)
+    run.add_argument("--clip_model", default="RN50", help="an OpenAI CLIP name or a checkpoint path")
+    run.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS))
+    run.add_argument("--cache", metavar="DIR", help="eval.py's feature cache: with --bn frozen the image tower runs "
+                     "once per image for the whole training")
+    run.add_argument("--output", required=True, help="the .safetensors prompts file to write")
+    run.add_argument("--checkpoint_dir", help="per-epoch checkpoint (last.pt), log.jsonl and curves.png "
+                     "(default: <output>_run)")
+    run.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt")
+    run.add_argument("--keep_last", action="store_true", help="write the last epoch's tokens, not the best's")
+    run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files (needs tensorboard)")
+    run.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")
     return p

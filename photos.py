@@ -5,7 +5,6 @@ shows them, datasets.images.to_rgb) is resized bicubically so its long side is `
 multiples of the model's stride, normalized, and its depth (flip-averaged, as evaluated) upsampled back to the
 photo's own size.
 """
-import os
 
 from PIL import Image, ImageOps
 

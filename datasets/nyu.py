@@ -32,11 +32,12 @@ PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
 AUTO_HINT = "--testfile_nyu auto (test_list='auto' in Python)"
 
 
-def read_pairs(data_path, test_list):
-    """Sorted (rgb, depth) paths relative to <data_path>/official_splits/test, from a list file or 'auto'."""
-    root = os.path.join(data_path, SPLIT_DIR)
+def read_pairs(data_path, test_list, split="test"):
+    """Sorted (rgb, depth) paths relative to <data_path>/official_splits/<split>, from a list file or 'auto'."""
+    root = os.path.join(data_path, "official_splits", split)
     if not os.path.isdir(root):
-        raise DataError(f"no NYU test split at {root}: --data_path must hold official_splits/test; {PREPARE_HINT}")
+        raise DataError(f"no NYU {split} split at {root}: --data_path must hold official_splits/{split}; "
+                        f"{PREPARE_HINT}")
     if test_list == "auto":
         pairs = []
         for rgb in sorted(glob.glob(os.path.join(root, "*", "rgb_*.jpg"))):
@@ -89,6 +90,7 @@ class NYUDepthV2(torch.utils.data.Dataset):
     (dataset.normalize = model.mean_std) before items are read.
     with_rgb=False leaves the RGB undecoded (an empty tensor in its place), for runs that do not read the pixels:
     baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
+    split: 'test' (official_splits/test) or 'train' (the 795 labeled training images, train.py's).
     whole_frame=True: the whole 480x640 RGB goes in and the ground truth is not clipped (Auty & Mikolajczyk's
     protocol, whose dataloader reads NYU so); the default is the DepthCLIP authors' crop and clipping.
     """
@@ -96,13 +98,14 @@ class NYUDepthV2(torch.utils.data.Dataset):
     load_rgb = staticmethod(load_rgb)
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
-                 normalize="imagenet", with_rgb=True, whole_frame=False):
+                 normalize="imagenet", with_rgb=True, whole_frame=False, split="test"):
         if normalize != MODEL:
             mean_std(normalize)  # a bad name fails here, not in the first item
-        self.root, self.normalize, self.with_rgb = os.path.join(data_path, SPLIT_DIR), normalize, with_rgb
+        self.root = os.path.join(data_path, "official_splits", split)
+        self.normalize, self.with_rgb = normalize, with_rgb
         self.box = None if whole_frame else RGB_CROP_BOX
         self.input_size = FRAME if whole_frame else INPUT_SIZE  # what the model sees
-        self.pairs = select(read_pairs(data_path, test_list), scenes, limit, scene_of)
+        self.pairs = select(read_pairs(data_path, test_list, split), scenes, limit, scene_of)
         if whole_frame:
             self.load_rgb = functools.partial(load_rgb, box=None)
 

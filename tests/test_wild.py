@@ -10,13 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 import cli
 import eval as evaluation
 import feature_cache
 import open_clip_adapter
-import photos
 import predict
 import visualize
 from conftest import ROOT, optional

@@ -1,0 +1,128 @@
+"""train.py: prompt learning that learns (a teacher prompt's depth is found again), resumes to the same tokens
+after a kill -9, reads cached features to the same loss as the image tower, and refuses bad input in one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import cli
+import train
+from conftest import ROOT
+from learned_prompts import LearnedPrompts
+from synthetic.taught import write_taught_dataset
+from test_errors import documented
+
+
+@pytest.fixture(scope="module")
+def taught(checkpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("taught")
+    write_taught_dataset(str(root), checkpoint, count=24)
+    return str(root)
+
+
+def train_args(taught, checkpoint, out, *extra):
+    return ["--data_path", taught, "--clip_model", checkpoint, "--output", str(out), "--batch_size", "4",
+            "--val_count", "6", "--temperature", "0.15", "--device", "cpu", "--no_progress", *extra]
+
+
+def log_of(out):
+    with open(str(out)[:-len(".safetensors")] + "_run/log.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_training_finds_the_teachers_prompt_again(taught, checkpoint, tmp_path):
+    out = tmp_path / "learned.safetensors"
+    train.main(train_args(taught, checkpoint, out, "--epochs", "10", "--lr", "0.1", "--cache", str(tmp_path / "c")))
+    vals = [r["val"] for r in log_of(out) if "val" in r]
+    assert len(vals) == 11  # the initial tokens, then each epoch
+    best = min(vals[1:], key=lambda v: v["abs_rel"])
+    assert best["silog"] <= 0.5 * vals[0]["silog"] and best["a1"] > vals[0]["a1"]
+    learned = LearnedPrompts.load(str(out))
+    assert learned.source["validation"]["abs_rel"] == pytest.approx(best["abs_rel"])
+    assert learned.source["training"]["lr"] == 0.1 and learned.visual_state is None
+    assert os.path.isfile(tmp_path / "learned_run" / "curves.png")
+
+
+def test_cached_features_give_the_image_towers_loss(taught, checkpoint, tmp_path):
+    cached, uncached = tmp_path / "cached.safetensors", tmp_path / "uncached.safetensors"
+    train.main(train_args(taught, checkpoint, cached, "--epochs", "1", "--cache", str(tmp_path / "c")))
+    train.main(train_args(taught, checkpoint, uncached, "--epochs", "1"))
+    a, b = log_of(cached), log_of(uncached)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        if "loss" in x:
+            assert x["loss"] == pytest.approx(y["loss"], abs=1e-6)
+
+
+def test_a_killed_run_resumes_to_the_same_tokens(taught, checkpoint, tmp_path):
+    cache = str(tmp_path / "c")
+    whole = tmp_path / "whole.safetensors"
+    train.main(train_args(taught, checkpoint, whole, "--epochs", "3", "--keep_last", "--cache", cache))
+    killed = tmp_path / "killed.safetensors"
+    argv = [sys.executable, os.path.join(ROOT, "train.py"), *train_args(taught, checkpoint, killed, "--epochs", "3",
+                                                                         "--keep_last", "--cache", cache)]
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed_run" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and any(json.loads(line).get("epoch") == 2 and "loss" in json.loads(line)
+                                for line in log.read_text().splitlines() if line.strip()):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # in the middle of epoch 2
+    process.wait()
+    assert not killed.exists()
+    train.main(train_args(taught, checkpoint, killed, "--epochs", "3", "--keep_last", "--cache", cache, "--resume"))
+    a, b = LearnedPrompts.load(str(whole)), LearnedPrompts.load(str(killed))
+    for group in ("prompt", "depth"):
+        torch.testing.assert_close(a.tokens[group], b.tokens[group], atol=1e-6, rtol=0)
+    steps = [r["step"] for r in log_of(killed) if "loss" in r]
+    assert steps == sorted(set(steps))  # the killed epoch's steps were not logged twice
+
+
+def test_batchnorm_in_train_mode_adapts_the_statistics_into_the_file(taught, checkpoint, tmp_path):
+    out = tmp_path / "bn.safetensors"
+    train.main(train_args(taught, checkpoint, out, "--epochs", "1", "--bn", "train"))
+    learned = LearnedPrompts.load(str(out))
+    released = torch.load(checkpoint, weights_only=True)
+    moved = [key for key, value in learned.visual_state.items() if key.endswith("running_mean")
+             and not torch.allclose(value, released[f"visual.{key}"])]
+    assert moved and learned.source["training"]["bn"] == "train"
+
+
+def error_line(capsys, argv, code):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda: train.main(argv))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert exit_info.value.code == code and len(lines) == 1, lines
+    assert documented(lines[0][len("error: "):].split(" (see ")[0]), lines[0]
+    return lines[0]
+
+
+def test_bad_input_is_one_line_and_writes_nothing(taught, checkpoint, nyu_like, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "x.safetensors"
+    line = error_line(capsys, train_args(nyu_like, checkpoint, out), 1)
+    assert "no NYU train split" in line
+    line = error_line(capsys, train_args(taught, checkpoint, out, "--bins", "dset-even-5"), 1)
+    assert "5 bins for 7 depth tokens" in line
+    line = error_line(capsys, train_args(taught, checkpoint, "/sys/x.safetensors"), 1)
+    assert "--output /sys/x.safetensors cannot be written" in line
+    line = error_line(capsys, train_args(taught, checkpoint, out, "--val_count", "24"), 1)
+    assert "--val_count 24 leaves no training image" in line
+    line = error_line(capsys, train_args(taught, checkpoint, out, "--bn", "train", "--cache", str(tmp_path)), 2)
+    assert "--cache stores features of CLIP as released" in line
+    monkeypatch.setattr(train, "silog", lambda *a: torch.tensor(float("nan")))
+    line = error_line(capsys, train_args(taught, checkpoint, out, "--epochs", "1"), 1)
+    assert "the loss is nan at epoch 1, step 1" in line
+    monkeypatch.undo()
+    train.main(train_args(taught, checkpoint, out, "--epochs", "1", "--cache", str(tmp_path / "c")))
+    other = train_args(taught, checkpoint, out, "--epochs", "2", "--resume", "--depth_tokens", "learned-static-5",
+                       "--bins", "dset-even-5")
+    line = error_line(capsys, other, 1)
+    assert "is a run of another layout or backbone" in line
+    assert sorted(os.listdir(tmp_path)) == ["c", "x.safetensors", "x_run"]

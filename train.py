@@ -1,0 +1,340 @@
+"""Learn DepthCLIP's prompt tokens with CLIP frozen, as Auty & Mikolajczyk (2023) did, and write a prompts file.
+
+    python train.py --data_path NYU_ROOT --clip_model RN50 --output learned.safetensors [--config PARAMS.yaml]
+        [--template learned-static-1o1d] [--depth_tokens learned-static-7] [--object_tokens paper] [--bins dset-even-7]
+        [--epochs 25] [--batch_size 16] [--augment none|flip] [--bn frozen|train] [--cache DIR]
+        [--checkpoint_dir DIR] [--resume] [--tensorboard DIR]
+
+Their training setting is the default, each part a flag, read from their code (PromptLearningCLIP-MDE at 1583acf:
+params/*.yaml, losses/SILogLoss.py, modules/MainRunnerLM.py): SILog with alpha 10 and lambda 0.85 as their code
+computes it (over every valid pixel of the batch at once: 10 sqrt(mean g^2 - 0.85 mean(g)^2), g = log pred - log gt),
+AdamW (lr 3.57e-4, weight decay 0.1), OneCycleLR (div_factor 25, final_div_factor 100, momentum cycled 0.85-0.95),
+gradient-norm clipping 0.1, 25 epochs, batch 16, tokens initialized N(0, 0.02), the prediction upsampled
+bilinearly to the ground truth and scored where gt > 0.001 m. Data: NYU's official_splits/train (795 images that
+datasets/prepare_nyu.py builds), DepthCLIP's 416x544 evaluation crop; --val_count images held out of it (never
+the test set) are scored each epoch with DepthCLIP's evaluation protocol; the best (lowest AbsRel) and the last
+tokens are kept.
+
+--bn frozen (default here) keeps CLIP exactly as released, so with --augment none or flip the image features never
+change: with --cache DIR they are read from eval.py's feature cache (both views, once; then kept in memory, 1.7 MiB
+an image for RN50) and an epoch costs the text tower and the head only. --bn train is their setting: their training leaves CLIP in train mode (only requires_grad is frozen), so
+BatchNorm uses batch statistics and its running statistics adapt; the image tower then runs every step and the
+prompts file carries the adapted statistics. Their random-crop/rotation/colour augmentation is not implemented here.
+"""
+import io
+import json
+import math
+import os
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import cli
+import learned_prompts
+import options
+from calculate_error import METRICS, per_image_errors_NYU
+from datasets import NYUDepthV2, mean_std
+from datasets.images import MIN_DEPTH
+from datasets.images import depth_values, open_image
+from datasets.nyu import DEPTH_SCALE, MAX_DEPTH, PASTE_BOX
+from feature_cache import FeatureCache
+from monoclip import MonoCLIP, depth_head
+
+DEFAULTS = learned_prompts.TRAINING_DEFAULTS
+SILOG_ALPHA, SILOG_LAMBDA = 10.0, 0.85
+CHECKPOINT_FORMAT = 1
+
+
+def silog(pred, gt, mask):
+    """Their SILogLoss.forward: pred (B, 1, h, w) upsampled bilinearly (align_corners=True) to gt (B, 1, H, W),
+    over the pixels of mask, all images of the batch together: alpha sqrt(mean g^2 - lambda mean(g)^2)."""
+    pred = F.interpolate(pred, gt.shape[-2:], mode="bilinear", align_corners=True)
+    g = torch.log(pred[mask]) - torch.log(gt[mask])
+    n = g.numel()
+    return SILOG_ALPHA * torch.sqrt((g ** 2).sum() / n - SILOG_LAMBDA / n ** 2 * g.sum() ** 2)
+
+
+def crop_of(gt):
+    """(B, 1, 480, 640) ground truth -> (B, 1, 416, 544): the region the model sees (DepthCLIP's crop)."""
+    top, bottom, left, right = PASTE_BOX
+    return gt[:, :, top:bottom, left:right]
+
+
+def layout_settings(args):
+    """(template, depth, object word, bins) from the flags (or --config's params, which set the flags' defaults)."""
+    params = {"basic": {"dataset": "nyu"}, "depthclip": {"clip": args.clip_model, "lang_strat": {
+        "templates": args.template, "depth_tokens": args.depth_tokens, "object_tokens": args.object_tokens,
+        "depth_bin_centres": args.bins}}}
+    template, depth, object_word, bins, _ = learned_prompts.layout_from_params(params, "the layout flags")
+    return template, depth, object_word, bins
+
+
+def initial_tokens(template, depth, object_word, width, seed):
+    """N(0, 0.02) tokens for the layout's learned slots, from torch's generator seeded with seed."""
+    probe = learned_prompts.LearnedPrompts.__new__(learned_prompts.LearnedPrompts)
+    probe.template, probe.depth, probe.object_word = learned_prompts.TEMPLATES.get(template, template), depth, \
+        object_word
+    generator = torch.Generator().manual_seed(seed)
+    return {group: torch.nn.Parameter(torch.randn(n, width, generator=generator) * 0.02)
+            for group, n in probe.needed_tokens().items()}
+
+
+def split_train_val(dataset, val_count, seed):
+    """(train indices, val indices): val_count images held out, drawn with the seed, the same on every resume."""
+    if val_count >= len(dataset):
+        raise ValueError(f"--val_count {val_count} leaves no training image of the {len(dataset)} found; lower it")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[val_count:]), sorted(order[:val_count])
+
+
+class Features:
+    """Each image's patch features for training: from the feature cache, or the image tower (BatchNorm in train
+    mode with --bn train)."""
+
+    def __init__(self, model, dataset, cache, bn):
+        self.model, self.dataset, self.cache, self.bn = model, dataset, cache, bn
+        self.kept = {}  # index -> ((2, hw, C) both views, grid): cached features stay in memory after their first read
+
+    def __call__(self, indices, views):
+        """-> ((len(indices) * views, hw, C), grid): the images, then (views=2) their mirror images."""
+        if self.cache is not None:
+            missing = [i for i in indices if i not in self.kept]
+            if missing:
+                files = [os.path.join(self.dataset.root, self.dataset.pairs[i][0]) for i in missing]
+                load = lambda path: self.dataset.load_rgb(path, self.dataset.normalize)  # noqa: E731
+                patches, grid = self.cache.view_features(self.model, files, load, flip=True)
+                for k, i in enumerate(missing):
+                    self.kept[i] = (torch.stack([patches[k], patches[len(missing) + k]]), grid)
+            both = [self.kept[i][0] for i in indices]
+            return torch.cat([torch.stack([b[v] for b in both]) for v in range(views)]), self.kept[indices[0]][1]
+        rgb = torch.stack([self.dataset[i][0] for i in indices])
+        self.model.clip.visual.train(self.bn == "train")
+        try:
+            return self.model.view_features(rgb, flip=views == 2)
+        finally:
+            self.model.clip.visual.eval()
+
+
+class GroundTruth:
+    """(B, 1, 480, 640) metres, clipped to 10 as evaluated (datasets.nyu.load_depth), each PNG decoded once per run
+    and kept as its 16-bit values (0.6 MB an image)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.kept = dataset, {}
+
+    def __call__(self, indices):
+        for i in indices:
+            if i not in self.kept:
+                path = os.path.join(self.dataset.root, self.dataset.pairs[i][1])
+                self.kept[i] = depth_values(open_image(path), path, "NYU depth must be a 16-bit PNG in millimetres")
+        depth = np.stack([self.kept[i] for i in indices])[:, None] / DEPTH_SCALE
+        return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH).astype(np.float32))
+
+
+def evaluate_val(model, prompts, features, ground_truth, dataset, indices):
+    """Mean DepthCLIP-protocol metrics and SILog over the held-out images (flip-averaged, as evaluated)."""
+    rows, losses = [], []
+    with torch.no_grad():
+        encoded = prompts.encode(model.clip, model.backbone.tokenize)
+        for start in range(0, len(indices), 8):
+            part = indices[start:start + 8]
+            patches, grid = features(part, 2)
+            pred = model.depth_from_features(patches, grid, dataset.input_size, True, encoded)
+            gt = ground_truth(part).to(pred.device)
+            errors = per_image_errors_NYU(gt, pred)
+            rows += [{name: errors[name][i].item() for name in METRICS} for i in range(len(part))]
+            single = depth_head(patches[:len(part)], grid, encoded)
+            losses.append(silog(single, crop_of(gt), crop_of(gt) > MIN_DEPTH).item())
+    return {"silog": float(np.mean(losses)), **{name: float(np.mean([r[name] for r in rows])) for name in METRICS}}
+
+
+def rng_states():
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def save_checkpoint(path, state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    cli.write_file(path, buffer.getvalue(), "--checkpoint_dir")
+
+
+def curves_png(log):
+    """A picture of the run: training loss per step, validation SILog, delta1 and AbsRel per epoch."""
+    import matplotlib.pyplot as plt
+
+    import visualize
+    steps = [r for r in log if "loss" in r]
+    epochs = [r for r in log if "val" in r]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot([r["step"] for r in steps], [r["loss"] for r in steps], lw=0.8, label="training SILog (per step)")
+    left.plot([r["step"] for r in epochs], [r["val"]["silog"] for r in epochs], "o-", label="validation SILog")
+    left.set_xlabel("step")
+    left.legend()
+    right.plot([r["epoch"] for r in epochs], [r["val"]["a1"] for r in epochs], "o-", label="validation δ1")
+    right.plot([r["epoch"] for r in epochs], [r["val"]["abs_rel"] for r in epochs], "s-", label="validation AbsRel")
+    right.set_xlabel("epoch")
+    right.legend()
+    return visualize.figure_png(figure)
+
+
+def train(args):
+    torch.manual_seed(args.seed)
+    template, depth, object_word, bins = layout_settings(args)
+    model = MonoCLIP(args.clip_model, device=args.device, precision="fp32", fold_batchnorm=args.bn != "train")
+    width = model.clip.token_embedding.weight.shape[1]
+    tokens = initial_tokens(template, depth, object_word, width, args.seed)
+    prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature)
+    dataset = NYUDepthV2(args.data_path, args.trainfile_nyu, normalize=args.normalize, split="train",
+                         with_rgb=not args.cache)
+    train_idx, val_idx = split_train_val(dataset, args.val_count, args.seed)
+    cache = None
+    if args.cache:
+        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": "NYU",
+                                          "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
+    features, ground_truth = Features(model, dataset, cache, args.bn), GroundTruth(dataset)
+    steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
+    parameters = [t for t in tokens.values() if t.numel()]
+    optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                    cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+                                                    div_factor=args.div_factor, final_div_factor=args.final_div_factor)
+    first_epoch, log, best = 0, [], None
+    last_path = os.path.join(args.checkpoint_dir, "last.pt")
+    if args.resume and os.path.isfile(last_path):
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        if state["layout"] != [template, depth, object_word, list(bins)] or state["backbone"] != \
+                model.backbone.weights_id():
+            raise ValueError(f"--resume: {last_path} is a run of another layout or backbone; give another "
+                             f"--checkpoint_dir or leave out --resume")
+        with torch.no_grad():
+            for name, value in state["tokens"].items():
+                tokens[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("visual"):
+            model.clip.visual.load_state_dict(state["visual"], strict=False)
+        first_epoch, log, best = state["epoch"] + 1, state["log"], state["best"]
+        torch.set_rng_state(state["rng"]["torch"])
+        with open(os.path.join(args.checkpoint_dir, "log.jsonl"), "w") as f:  # what a killed run logged after it
+            f.writelines(json.dumps(record) + "\n" for record in log)
+    writer = None
+    if args.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(args.tensorboard)
+    log_path = os.path.join(args.checkpoint_dir, "log.jsonl")
+    views = 2 if args.augment == "flip" else 1
+    if first_epoch == 0:  # where the standard initialization stands, to measure learning against
+        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx)
+        log.append({"step": 0, "epoch": 0, "val": val})
+        with open(log_path, "w") as f:
+            f.write(json.dumps(log[-1]) + "\n")
+        tqdm.write(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, AbsRel {val['abs_rel']:.3f}")
+    for epoch in range(first_epoch, args.epochs):
+        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        flips = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch + 1))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", dynamic_ncols=True,
+                   disable=not args.progress)
+        started = time.perf_counter()
+        for step in bar:
+            chosen = order[step * args.batch_size:(step + 1) * args.batch_size]
+            indices = [train_idx[i] for i in chosen]
+            patches, grid = features(indices, views)
+            gt = crop_of(ground_truth(indices)).to(model.device)
+            if views == 2:  # the mirror view where the draw says so, its ground truth mirrored with it
+                mirror = flips[chosen] < 0.5
+                B = len(indices)
+                patches = torch.where(mirror.view(-1, 1, 1).to(patches.device), patches[B:], patches[:B])
+                gt = torch.where(mirror.view(-1, 1, 1, 1).to(gt.device), gt.flip(3), gt)
+            encoded = prompts.encode(model.clip, model.backbone.tokenize)
+            loss = silog(depth_head(patches.float(), grid, encoded), gt, gt > MIN_DEPTH)
+            if not torch.isfinite(loss):
+                raise ValueError(f"the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
+                                 f"tokens are in {last_path if os.path.isfile(last_path) else 'no checkpoint yet'}; "
+                                 f"lower --lr")
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, args.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            global_step = epoch * steps_per_epoch + step + 1
+            record = {"step": global_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": loss.item()}
+            log.append(record)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if writer:
+                writer.add_scalar("train/loss", record["loss"], global_step)
+                writer.add_scalar("train/lr", record["lr"], global_step)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+        seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
+        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx)
+        record = {"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1, "seconds": seconds, "val": val}
+        log.append(record)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer:
+            for name in ("silog", "a1", "abs_rel", "rmse"):
+                writer.add_scalar(f"val/{name}", val[name], epoch + 1)
+        tqdm.write(f"epoch {epoch + 1}: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
+                   f"AbsRel {val['abs_rel']:.3f}")
+        snapshot = {name: t.detach().clone() for name, t in tokens.items()}
+        if best is None or val["abs_rel"] < best["val"]["abs_rel"]:
+            best = {"epoch": epoch + 1, "val": val, "tokens": snapshot}
+        save_checkpoint(last_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "tokens": snapshot,
+                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                    "rng": rng_states(), "layout": [template, depth, object_word, list(bins)],
+                                    "backbone": model.backbone.weights_id(), "log": log, "best": best,
+                                    "visual": batchnorm_state(model) if args.bn == "train" else None})
+    if writer:
+        writer.close()
+    return model, prompts, tokens, best, log, (template, depth, object_word, bins)
+
+
+def batchnorm_state(model):
+    """The image tower's BatchNorm statistics (running mean, variance, count), as their training adapts them."""
+    return {key: value.detach().clone() for key, value in model.clip.visual.state_dict().items()
+            if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+
+
+def main(argv=None):
+    p = options.train_options()
+    args = p.parse_args(argv)
+    if args.config:
+        params = learned_prompts.read_params(args.config)
+        strategy, optimizer = params["depthclip"]["lang_strat"], params.get("optimizer", {})
+        p.set_defaults(template=strategy.get("templates"), depth_tokens=strategy.get("depth_tokens"),
+                       object_tokens=strategy.get("object_tokens"), bins=strategy.get("depth_bin_centres"),
+                       epochs=params.get("basic", {}).get("max_epochs", DEFAULTS["epochs"]),
+                       batch_size=params.get("basic", {}).get("batch_size", DEFAULTS["batch_size"]),
+                       lr=optimizer.get("lr", DEFAULTS["lr"]), weight_decay=optimizer.get("wd", DEFAULTS["weight_decay"]),
+                       div_factor=optimizer.get("div_factor", DEFAULTS["div_factor"]),
+                       final_div_factor=optimizer.get("final_div_factor", DEFAULTS["final_div_factor"]),
+                       grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]))
+        args = p.parse_args(argv)
+    args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
+    if min(args.epochs, args.batch_size) < 1 or args.val_count < 1 or args.lr <= 0:
+        p.error("--epochs, --batch_size and --val_count must be at least 1, --lr positive")
+    if args.cache and args.bn == "train":
+        p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
+                "leave out --cache or use --bn frozen")
+    with cli.OutputFile(args.output) as output, cli.output_dir(args.checkpoint_dir, "--checkpoint_dir"):
+        model, prompts, tokens, best, log, layout = train(args)
+        template, depth, object_word, bins = layout
+        visual = batchnorm_state(model) if args.bn == "train" else None
+        chosen = best["tokens"] if best and not args.keep_last else {k: t.detach() for k, t in tokens.items()}
+        result = learned_prompts.LearnedPrompts(template, depth, object_word, bins, chosen, args.temperature, visual)
+        training = {"training": {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay",
+                                                                      "div_factor", "final_div_factor", "grad_clip",
+                                                                      "seed", "augment", "bn", "val_count", "temperature")},
+                    "validation": best["val"] if best else None, "kept": "last" if args.keep_last else "best"}
+        output.write(result.file_bytes(model.clip_model, model.backbone.checkpoint_sha256, training))
+        cli.write_file(os.path.join(args.checkpoint_dir, "curves.png"), curves_png(log), "--checkpoint_dir")
+    print(f"{args.output} written: the {training['kept']} tokens (epoch {best['epoch'] if best else '-'}, validation "
+          f"δ1 {best['val']['a1']:.3f}, AbsRel {best['val']['abs_rel']:.3f}); log and curves in {args.checkpoint_dir}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
