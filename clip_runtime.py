@@ -34,8 +34,9 @@ class FrozenCLIP:
 
     name: an OpenAI CLIP name (RN50, ViT-B/16, ...; downloaded with a SHA256 check), a checkpoint path, or
     'open_clip:<model>[@<pretrained>]'. visual_state: BatchNorm statistics to load into the image tower first.
-    fold=False keeps BatchNorm layers (train.py --bn train runs them in train mode). Raises ValueError for a device or precision this machine cannot run,
-    RuntimeError for a checkpoint that cannot be read (one line naming the file).
+    fold=False keeps BatchNorm layers (train.py --bn train runs them in train mode). Raises ValueError for a
+    device or precision this machine cannot run, RuntimeError for a checkpoint that cannot be read (one line
+    naming the file).
     """
 
     def __init__(self, name, device=None, precision="auto", download_root=None, visual_state=None, fold=True):

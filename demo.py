@@ -23,6 +23,7 @@ import options
 import photos
 import visualize
 from clip_runtime import check_dense_features
+from datasets.nyu import IMAGE_SIZE
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, prompt_softmax
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
@@ -139,8 +140,8 @@ def build_page(playground):
                 temperature = gr.Number(TEMPERATURE, label="temperature", elem_id="temperature")
                 feature = gr.Dropdown(features, value=features[0], label="dense features", elem_id="features")
                 flip = gr.Checkbox(True, label="average with the mirrored image", elem_id="flip")
-                focal = gr.Number(photos.default_focal(640), label="focal length (pixels) for the point cloud",
-                                  elem_id="focal")
+                focal = gr.Number(photos.default_focal(IMAGE_SIZE[0]),
+                                  label="focal length (pixels) for the point cloud", elem_id="focal")
                 learned = f" (now: {os.path.basename(playground.learned.source.get('file') or 'from --prompts')})" \
                     if playground.learned else ""
                 prompts_file = gr.File(label=f"learned prompts (.safetensors from train.py or convert_prompts.py)"
@@ -161,7 +162,8 @@ def build_page(playground):
         bin_preset.input(lambda name, text: bin_presets.get(name, text), [bin_preset, bins], bins)
         words.change(lambda text: matching_preset(presets, text), words, preset)
         bins.change(lambda text: matching_preset(bin_presets, text), bins, bin_preset)
-        new_image = image.change(lambda img: photos.default_focal(img.width if img else 640), image, focal)
+        new_image = image.change(lambda img: photos.default_focal(img.width if img else IMAGE_SIZE[0]), image,
+                                 focal)
         new_image.then(update, inputs, outputs)  # an upload or a clicked example computes by itself
         for trigger in (button.click, words.submit, bins.submit, template.submit, objects.submit,
                         temperature.submit, focal.submit, feature.input, flip.input, prompts_file.change):

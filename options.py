@@ -9,6 +9,7 @@ from cli import ArgumentParser
 from clip_runtime import PRECISIONS
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
 from datasets.images import MIN_DEPTH
+from datasets.nyu import INPUT_SIZE
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
 from visualize import MIN_COLOR_SPAN
 
@@ -26,7 +27,7 @@ PROTOCOLS = {
                 "crop), each view clamped to the depth range, min < gt <= max, BTS's Eigen crop 45:471, 41:601 "
                 "(KITTI: Garg's)",
 }
-LONG_SIDE = 544  # predict.py and the playground: a photo's long side, as NYU's evaluated crop
+LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 
 

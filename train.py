@@ -17,9 +17,10 @@ tokens are kept.
 
 --bn frozen (default here) keeps CLIP exactly as released, so with --augment none or flip the image features never
 change: with --cache DIR they are read from eval.py's feature cache (both views, once; then kept in memory, 1.7 MiB
-an image for RN50) and an epoch costs the text tower and the head only. --bn train is their setting: their training leaves CLIP in train mode (only requires_grad is frozen), so
-BatchNorm uses batch statistics and its running statistics adapt; the image tower then runs every step and the
-prompts file carries the adapted statistics. Their random-crop/rotation/colour augmentation is not implemented here.
+an image for RN50) and an epoch costs the text tower and the head only. --bn train is their setting: their
+training leaves CLIP in train mode (only requires_grad is frozen), so BatchNorm uses batch statistics and its
+running statistics adapt; the image tower then runs every step and the prompts file carries the adapted
+statistics. Their random-crop/rotation/colour augmentation is not implemented here.
 """
 import io
 import json
@@ -199,9 +200,9 @@ def train(args):
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     parameters = [t for t in tokens.values() if t.numel()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
-                                                    cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
-                                                    div_factor=args.div_factor, final_div_factor=args.final_div_factor)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, cycle_momentum=True, base_momentum=0.85,
+        max_momentum=0.95, div_factor=args.div_factor, final_div_factor=args.final_div_factor)
     first_epoch, log, best = 0, [], None
     last_path = os.path.join(args.checkpoint_dir, "last.pt")
     if args.resume and os.path.isfile(last_path):
@@ -232,7 +233,8 @@ def train(args):
         log.append({"step": 0, "epoch": 0, "val": val})
         with open(log_path, "w") as f:
             f.write(json.dumps(log[-1]) + "\n")
-        tqdm.write(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, AbsRel {val['abs_rel']:.3f}")
+        tqdm.write(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
+                   f"AbsRel {val['abs_rel']:.3f}")
     for epoch in range(first_epoch, args.epochs):
         order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         flips = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch + 1))

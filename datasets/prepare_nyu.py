@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import cli
 from downloads import download
-from datasets.nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, HERE, SPLIT_DIR, DataError
+from datasets.nyu import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, FRAME, HERE, SPLIT_DIR, DataError
 
 URL = "http://horatio.cs.nyu.edu/mit/silberman/nyu_depth_v2/nyu_depth_v2_labeled.mat"
 DEFAULT_MAT = os.path.join(HERE, "nyu_depth_v2_labeled.mat")
@@ -65,7 +65,7 @@ def convert(images, raw_depths, scenes, split, out):
             continue
         folder = os.path.join(out, "official_splits", part, scenes[i])
         os.makedirs(folder, exist_ok=True)
-        rgb = np.zeros((480, 640, 3), np.uint8)
+        rgb = np.zeros((*FRAME, 3), np.uint8)
         rgb[KEPT_ROWS, KEPT_COLS] = images[i].T[KEPT_ROWS, KEPT_COLS]  # (3, 640, 480) -> (480, 640, 3)
         depth = (raw_depths[i].T * 1000.0).astype(np.uint16)  # (640, 480) m -> (480, 640) mm, truncated as theirs
         save(os.path.join(folder, f"rgb_{i:05d}.jpg"), rgb, quality=JPEG_QUALITY)
