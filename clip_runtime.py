@@ -17,6 +17,7 @@ import os
 import sys
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -122,6 +123,18 @@ def state_sha256(state):
     for key in sorted(state):
         digest.update(key.encode() + state[key].detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def start_distributed(device):
+    """(rank, world size, device) under torchrun (WORLD_SIZE > 1), else (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
 
 
 def load_clip(name, device, download_root=None):

@@ -33,19 +33,7 @@ from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, per_image
                              per_image_errors_KITTI, per_image_errors_NYU)
 from datasets import DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
 from feature_cache import FeatureCache
-from clip_runtime import pick_device
-
-
-def start_distributed(device):
-    """(rank, world size, device) under torchrun (WORLD_SIZE > 1), else (0, 1, device)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), world, device
+from clip_runtime import pick_device, start_distributed
 
 
 # ---------------------------------------------------------------- predictors: (rgb, files, indices) -> [pred per run]

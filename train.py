@@ -21,7 +21,10 @@ an image for RN50) and an epoch costs the text tower and the head only. --bn tra
 training leaves CLIP in train mode (only requires_grad is frozen), so BatchNorm uses batch statistics and its
 running statistics adapt; the image tower then runs every step and the prompts file carries the adapted
 statistics. Their random-crop/rotation/colour augmentation is not implemented here.
+
+    torchrun --nproc_per_node N train.py ...   # each process takes a share of every batch (gloo on CPU, NCCL on GPU)
 """
+import contextlib
 import io
 import json
 import math
@@ -31,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -38,6 +42,7 @@ import cli
 import learned_prompts
 import options
 from calculate_error import METRICS, per_image_errors_NYU
+from clip_runtime import pick_device, start_distributed
 from datasets import NYUDepthV2, mean_std
 from datasets.images import MIN_DEPTH
 from datasets.images import depth_values, open_image
@@ -50,13 +55,36 @@ SILOG_ALPHA, SILOG_LAMBDA = 10.0, 0.85
 CHECKPOINT_FORMAT = 1
 
 
-def silog(pred, gt, mask):
-    """Their SILogLoss.forward: pred (B, 1, h, w) upsampled bilinearly (align_corners=True) to gt (B, 1, H, W),
-    over the pixels of mask, all images of the batch together: alpha sqrt(mean g^2 - lambda mean(g)^2)."""
+def silog_sums(pred, gt, mask):
+    """(valid pixels n, sum g, sum g^2), g = log pred - log gt where mask, pred (B, 1, h, w) upsampled bilinearly
+    (align_corners=True) to gt (B, 1, H, W): what their SILogLoss pools over the whole batch."""
     pred = F.interpolate(pred, gt.shape[-2:], mode="bilinear", align_corners=True)
     g = torch.log(pred[mask]) - torch.log(gt[mask])
-    n = g.numel()
-    return SILOG_ALPHA * torch.sqrt((g ** 2).sum() / n - SILOG_LAMBDA / n ** 2 * g.sum() ** 2)
+    return g.numel(), g.sum(), (g ** 2).sum()
+
+
+def silog_of(n, total, squares):
+    """Their SILogLoss.forward from the batch's sums: alpha sqrt(mean g^2 - lambda mean(g)^2)."""
+    return SILOG_ALPHA * torch.sqrt(squares / n - SILOG_LAMBDA / n ** 2 * total ** 2)
+
+
+def silog(pred, gt, mask):
+    """Their SILog over one batch's valid pixels, all images together."""
+    return silog_of(*silog_sums(pred, gt, mask))
+
+
+def global_silog(pred, gt, mask, world, anchor):
+    """The batch's SILog when its images are spread over `world` processes: each process's sums, all-reduced, with
+    the gradient flowing through this process's own part only (the token gradients are then summed), so that the
+    loss and its gradient equal one process's on the whole batch. anchor: a tensor of the parameters (for a process
+    whose share of the batch is empty)."""
+    if world == 1:
+        return silog(pred, gt, mask)
+    n, total, squares = silog_sums(pred, gt, mask) if len(pred) else (0, anchor * 0, anchor * 0)
+    totals = torch.stack([torch.as_tensor(float(n)), total.detach().double(), squares.detach().double()])
+    dist.all_reduce(totals)
+    return silog_of(totals[0].item(), total + (totals[1].float() - total).detach(),
+                    squares + (totals[2].float() - squares).detach())
 
 
 def crop_of(gt):
@@ -136,21 +164,29 @@ class GroundTruth:
         return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH).astype(np.float32))
 
 
-def evaluate_val(model, prompts, features, ground_truth, dataset, indices):
-    """Mean DepthCLIP-protocol metrics and SILog over the held-out images (flip-averaged, as evaluated)."""
-    rows, losses = [], []
+def evaluate_val(model, prompts, features, ground_truth, dataset, indices, rank=0, world=1):
+    """Mean DepthCLIP-protocol metrics and SILog (per image, then averaged) over the held-out images, flip-averaged
+    as evaluated; under torchrun each process scores its share and every process gets the same means."""
+    rows = []
     with torch.no_grad():
         encoded = prompts.encode(model.clip, model.backbone.tokenize)
-        for start in range(0, len(indices), 8):
-            part = indices[start:start + 8]
+        mine = indices[rank::world]
+        for start in range(0, len(mine), 8):
+            part = mine[start:start + 8]
             patches, grid = features(part, 2)
             pred = model.depth_from_features(patches, grid, dataset.input_size, True, encoded)
             gt = ground_truth(part).to(pred.device)
             errors = per_image_errors_NYU(gt, pred)
-            rows += [{name: errors[name][i].item() for name in METRICS} for i in range(len(part))]
             single = depth_head(patches[:len(part)], grid, encoded)
-            losses.append(silog(single, crop_of(gt), crop_of(gt) > MIN_DEPTH).item())
-    return {"silog": float(np.mean(losses)), **{name: float(np.mean([r[name] for r in rows])) for name in METRICS}}
+            for i in range(len(part)):
+                rows.append({"silog": silog(single[i:i + 1], crop_of(gt[i:i + 1]),
+                                            crop_of(gt[i:i + 1]) > MIN_DEPTH).item(),
+                             **{name: errors[name][i].item() for name in METRICS}})
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    return {name: float(np.mean([row[name] for row in rows])) for name in ["silog", *METRICS]}
 
 
 def rng_states():
@@ -182,10 +218,13 @@ def curves_png(log):
     return visualize.figure_png(figure)
 
 
-def train(args):
+def train(args, rank=0, world=1, device=None):
+    """The training loop; under torchrun (world > 1) every process holds the same tokens and takes its share of each
+    batch, rank 0 writes the logs and checkpoints."""
     torch.manual_seed(args.seed)
     template, depth, object_word, bins = layout_settings(args)
-    model = MonoCLIP(args.clip_model, device=args.device, precision="fp32", fold_batchnorm=args.bn != "train")
+    model = MonoCLIP(args.clip_model, device=device or args.device, precision="fp32",
+                     fold_batchnorm=args.bn != "train")
     width = model.clip.token_embedding.weight.shape[1]
     tokens = initial_tokens(template, depth, object_word, width, args.seed)
     prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature)
@@ -204,7 +243,7 @@ def train(args):
         optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, cycle_momentum=True, base_momentum=0.85,
         max_momentum=0.95, div_factor=args.div_factor, final_div_factor=args.final_div_factor)
     first_epoch, log, best = 0, [], None
-    last_path = os.path.join(args.checkpoint_dir, "last.pt")
+    last_path, log_path = os.path.join(args.checkpoint_dir, "last.pt"), os.path.join(args.checkpoint_dir, "log.jsonl")
     if args.resume and os.path.isfile(last_path):
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         if state["layout"] != [template, depth, object_word, list(bins)] or state["backbone"] != \
@@ -220,76 +259,86 @@ def train(args):
             model.clip.visual.load_state_dict(state["visual"], strict=False)
         first_epoch, log, best = state["epoch"] + 1, state["log"], state["best"]
         torch.set_rng_state(state["rng"]["torch"])
-        with open(os.path.join(args.checkpoint_dir, "log.jsonl"), "w") as f:  # what a killed run logged after it
-            f.writelines(json.dumps(record) + "\n" for record in log)
+        if rank == 0:
+            with open(log_path, "w") as f:  # what a killed run logged after its last checkpoint goes
+                f.writelines(json.dumps(record) + "\n" for record in log)
     writer = None
-    if args.tensorboard:
+    if args.tensorboard and rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(args.tensorboard)
-    log_path = os.path.join(args.checkpoint_dir, "log.jsonl")
     views = 2 if args.augment == "flip" else 1
     if first_epoch == 0:  # where the standard initialization stands, to measure learning against
-        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx)
+        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx, rank, world)
         log.append({"step": 0, "epoch": 0, "val": val})
-        with open(log_path, "w") as f:
-            f.write(json.dumps(log[-1]) + "\n")
-        tqdm.write(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
+        if rank == 0:
+            with open(log_path, "w") as f:
+                f.write(json.dumps(log[-1]) + "\n")
+        say = tqdm.write if rank == 0 else (lambda text: None)
+        say(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
                    f"AbsRel {val['abs_rel']:.3f}")
     for epoch in range(first_epoch, args.epochs):
         order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
         flips = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch + 1))
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", dynamic_ncols=True,
-                   disable=not args.progress)
+                   disable=not args.progress or rank != 0)
         started = time.perf_counter()
         for step in bar:
-            chosen = order[step * args.batch_size:(step + 1) * args.batch_size]
+            chosen = order[step * args.batch_size:(step + 1) * args.batch_size][rank::world]  # this process's share
             indices = [train_idx[i] for i in chosen]
-            patches, grid = features(indices, views)
-            gt = crop_of(ground_truth(indices)).to(model.device)
+            patches, grid = features(indices, views) if indices else (torch.zeros(0), None)
+            gt = crop_of(ground_truth(indices)).to(model.device) if indices else torch.zeros(0)
             if views == 2:  # the mirror view where the draw says so, its ground truth mirrored with it
                 mirror = flips[chosen] < 0.5
                 B = len(indices)
                 patches = torch.where(mirror.view(-1, 1, 1).to(patches.device), patches[B:], patches[:B])
                 gt = torch.where(mirror.view(-1, 1, 1, 1).to(gt.device), gt.flip(3), gt)
             encoded = prompts.encode(model.clip, model.backbone.tokenize)
-            loss = silog(depth_head(patches.float(), grid, encoded), gt, gt > MIN_DEPTH)
+            pred = depth_head(patches.float(), grid, encoded) if indices else torch.zeros(0)
+            loss = global_silog(pred, gt, gt > MIN_DEPTH, world, parameters[0].sum())
             if not torch.isfinite(loss):
                 raise ValueError(f"the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
                                  f"tokens are in {last_path if os.path.isfile(last_path) else 'no checkpoint yet'}; "
                                  f"lower --lr")
             optimizer.zero_grad()
             loss.backward()
+            for parameter in parameters if world > 1 else []:  # each process's part of the whole batch's gradient
+                dist.all_reduce(parameter.grad)
             torch.nn.utils.clip_grad_norm_(parameters, args.grad_clip)
             optimizer.step()
             scheduler.step()
             global_step = epoch * steps_per_epoch + step + 1
             record = {"step": global_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": loss.item()}
             log.append(record)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if rank == 0:
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             if writer:
                 writer.add_scalar("train/loss", record["loss"], global_step)
                 writer.add_scalar("train/lr", record["lr"], global_step)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
-        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx)
+        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx, rank, world)
         record = {"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1, "seconds": seconds, "val": val}
         log.append(record)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        if rank == 0:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
         if writer:
             for name in ("silog", "a1", "abs_rel", "rmse"):
                 writer.add_scalar(f"val/{name}", val[name], epoch + 1)
-        tqdm.write(f"epoch {epoch + 1}: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
+        (tqdm.write if rank == 0 else (lambda text: None))(f"epoch {epoch + 1}: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
                    f"AbsRel {val['abs_rel']:.3f}")
         snapshot = {name: t.detach().clone() for name, t in tokens.items()}
         if best is None or val["abs_rel"] < best["val"]["abs_rel"]:
             best = {"epoch": epoch + 1, "val": val, "tokens": snapshot}
-        save_checkpoint(last_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "tokens": snapshot,
-                                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                    "rng": rng_states(), "layout": [template, depth, object_word, list(bins)],
-                                    "backbone": model.backbone.weights_id(), "log": log, "best": best,
-                                    "visual": batchnorm_state(model) if args.bn == "train" else None})
+        if rank == 0:
+            save_checkpoint(last_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "tokens": snapshot,
+                                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                        "rng": rng_states(), "layout": [template, depth, object_word, list(bins)],
+                                        "backbone": model.backbone.weights_id(), "log": log, "best": best,
+                                        "visual": batchnorm_state(model) if args.bn == "train" else None})
+        if world > 1:
+            dist.barrier()  # every process resumes from the same checkpoint
     if writer:
         writer.close()
     return model, prompts, tokens, best, log, (template, depth, object_word, bins)
@@ -322,20 +371,32 @@ def main(argv=None):
     if args.cache and args.bn == "train":
         p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
                 "leave out --cache or use --bn frozen")
-    with cli.OutputFile(args.output) as output, cli.output_dir(args.checkpoint_dir, "--checkpoint_dir"):
-        model, prompts, tokens, best, log, layout = train(args)
+    rank, world, device = start_distributed(pick_device(args.device))
+    with cli.OutputFile(args.output) if rank == 0 else contextlib.nullcontext() as output, \
+            cli.output_dir(args.checkpoint_dir, "--checkpoint_dir") if rank == 0 else contextlib.nullcontext():
+        if world > 1:
+            dist.barrier()  # the checkpoint folder exists before any process looks into it
+        model, prompts, tokens, best, log, layout = train(args, rank, world, device)
+        if rank != 0:
+            dist.destroy_process_group()
+            return
         template, depth, object_word, bins = layout
         visual = batchnorm_state(model) if args.bn == "train" else None
         chosen = best["tokens"] if best and not args.keep_last else {k: t.detach() for k, t in tokens.items()}
         result = learned_prompts.LearnedPrompts(template, depth, object_word, bins, chosen, args.temperature, visual)
         training = {"training": {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay",
                                                                       "div_factor", "final_div_factor", "grad_clip",
-                                                                      "seed", "augment", "bn", "val_count", "temperature")},
-                    "validation": best["val"] if best else None, "kept": "last" if args.keep_last else "best"}
+                                                                      "seed", "augment", "bn", "val_count",
+                                                                      "temperature")},
+                    "validation": best["val"] if best else None, "kept": "last" if args.keep_last else "best",
+                    "processes": world}
         output.write(result.file_bytes(model.clip_model, model.backbone.checkpoint_sha256, training))
         cli.write_file(os.path.join(args.checkpoint_dir, "curves.png"), curves_png(log), "--checkpoint_dir")
-    print(f"{args.output} written: the {training['kept']} tokens (epoch {best['epoch'] if best else '-'}, validation "
-          f"δ1 {best['val']['a1']:.3f}, AbsRel {best['val']['abs_rel']:.3f}); log and curves in {args.checkpoint_dir}")
+    if world > 1:
+        dist.destroy_process_group()
+    kept = log[-1] if args.keep_last else best  # the last epoch's validation record, or the best's
+    print(f"{args.output} written: the {training['kept']} tokens (epoch {kept['epoch']}, validation δ1 "
+          f"{kept['val']['a1']:.3f}, AbsRel {kept['val']['abs_rel']:.3f}); log and curves in {args.checkpoint_dir}")
 
 
 if __name__ == "__main__":

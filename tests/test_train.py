@@ -85,6 +85,23 @@ def test_a_killed_run_resumes_to_the_same_tokens(taught, checkpoint, tmp_path):
     assert steps == sorted(set(steps))  # the killed epoch's steps were not logged twice
 
 
+def test_two_processes_learn_what_one_does(taught, checkpoint, tmp_path):
+    """torchrun, gloo on the CPU: each process takes half of every batch; the loss is the whole batch's (their SILog
+    pools the batch's pixels) and the token gradients are summed, so the run equals one process's."""
+    common = ["--epochs", "1", "--lr", "0.1", "--keep_last", "--cache", str(tmp_path / "c")]
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    train.main(train_args(taught, checkpoint, one, *common))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    os.path.join(ROOT, "train.py"), *train_args(taught, checkpoint, two, *common)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=300)
+    a, b = LearnedPrompts.load(str(one)), LearnedPrompts.load(str(two))
+    for group in ("prompt", "depth"):  # Adam divides by small gradients: float rounding grows to ~1e-5 here
+        torch.testing.assert_close(a.tokens[group], b.tokens[group], atol=5e-5, rtol=0)
+    for x, y in zip(log_of(one), log_of(two), strict=True):
+        assert x.get("loss", 0) == pytest.approx(y.get("loss", 0), abs=5e-5)
+    assert b.source["processes"] == 2
+
+
 def test_batchnorm_in_train_mode_adapts_the_statistics_into_the_file(taught, checkpoint, tmp_path):
     out = tmp_path / "bn.safetensors"
     train.main(train_args(taught, checkpoint, out, "--epochs", "1", "--bn", "train"))
