@@ -343,8 +343,10 @@ def train_options():
     fit.add_argument("--final_div_factor", type=float, default=d["final_div_factor"], help="OneCycleLR's")
     fit.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="gradient-norm clipping")
     fit.add_argument("--seed", type=int, default=0, help="token initialization, validation split and data order")
-    fit.add_argument("--augment", default="none", choices=["none", "flip"], help="none: DepthCLIP's evaluation crop; "
-                     "flip: and a random horizontal flip (the cache holds both views)")
+    fit.add_argument("--augment", default="none", choices=["none", "flip", "full"], help="none: DepthCLIP's "
+                     "evaluation crop; flip: and a random horizontal flip (the cache holds both views); full: their "
+                     "pipeline (registered box, rotation +-2.5 deg, random 416x544 crop, flip, gamma/brightness/colour), "
+                     "the image tower every step")
     fit.add_argument("--bn", default="frozen", choices=["frozen", "train"], help="frozen: CLIP exactly as released "
                      "(features cacheable); train: their setting, BatchNorm in train mode, statistics adapted and "
                      "written into the prompts file")

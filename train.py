@@ -20,7 +20,8 @@ change: with --cache DIR they are read from eval.py's feature cache (both views,
 an image for RN50) and an epoch costs the text tower and the head only. --bn train is their setting: their
 training leaves CLIP in train mode (only requires_grad is frozen), so BatchNorm uses batch statistics and its
 running statistics adapt; the image tower then runs every step and the prompts file carries the adapted
-statistics. Their random-crop/rotation/colour augmentation is not implemented here.
+statistics. --augment full is their NYU training pipeline (AdaBins' dataloader: registered box, rotation, random
+416x544 crop, flip, gamma/brightness/colour), drawn in their order; the image tower then runs every step.
 
     torchrun --nproc_per_node N train.py ...   # each process takes a share of every batch (gloo on CPU, NCCL on GPU)
 """
@@ -36,6 +37,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from PIL import Image
 from tqdm import tqdm
 
 import cli
@@ -45,7 +47,7 @@ from calculate_error import METRICS, per_image_errors_NYU
 from clip_runtime import pick_device, start_distributed
 from datasets import NYUDepthV2, mean_std
 from datasets.images import MIN_DEPTH
-from datasets.images import depth_values, open_image
+from datasets.images import depth_values, open_image, to_rgb
 from datasets.nyu import DEPTH_SCALE, MAX_DEPTH, PASTE_BOX
 from feature_cache import FeatureCache
 from monoclip import MonoCLIP, depth_head
@@ -85,6 +87,60 @@ def global_silog(pred, gt, mask, world, anchor):
     dist.all_reduce(totals)
     return silog_of(totals[0].item(), total + (totals[1].float() - total).detach(),
                     squares + (totals[2].float() - squares).detach())
+
+
+NYU_REGISTERED = (43, 45, 608, 472)  # PIL box their NYU training keeps "to avoid blank boundaries due to pixel
+# registration" (AdaBins' dataloader, which theirs is)
+NYU_ROTATION, NYU_BRIGHTNESS = 2.5, (0.75, 1.25)  # degrees either way; brightness factor range (their params)
+
+
+def augment_full(image, depth, rng, nprng, size):
+    """Their training pipeline for one NYU image (datasets/dataloader.py, DataLoadPreprocess in train mode), drawing
+    in their order: the registered box; a rotation of (u - 0.5) * 2 * 2.5 degrees (bilinear for the image, nearest
+    for the depth); /255 and /1000; a random crop of size (x, then y, randint); a flip if u > 0.5; if u > 0.5, gamma
+    U(0.9, 1.1), brightness U(0.75, 1.25) and per-channel colour U(0.9, 1.1) (numpy's draw), clipped to [0, 1].
+    image, depth: PIL images (RGB, 16-bit mm); rng: a random.Random, nprng: a numpy RandomState ->
+    ((H, W, 3) float32 in [0, 1], (H, W, 1) float32 metres, not clipped)."""
+    image, depth = image.crop(NYU_REGISTERED), depth.crop(NYU_REGISTERED)
+    angle = (rng.random() - 0.5) * 2 * NYU_ROTATION
+    image, depth = image.rotate(angle, resample=Image.BILINEAR), depth.rotate(angle, resample=Image.NEAREST)
+    image = np.asarray(image, dtype=np.float32) / 255.0
+    depth = np.asarray(depth, dtype=np.float32)[..., None] / DEPTH_SCALE
+    height, width = size
+    x, y = rng.randint(0, image.shape[1] - width), rng.randint(0, image.shape[0] - height)
+    image, depth = image[y:y + height, x:x + width], depth[y:y + height, x:x + width]
+    if rng.random() > 0.5:
+        image, depth = image[:, ::-1].copy(), depth[:, ::-1].copy()
+    if rng.random() > 0.5:
+        image = image ** rng.uniform(0.9, 1.1) * rng.uniform(*NYU_BRIGHTNESS)
+        image = np.clip(image * nprng.uniform(0.9, 1.1, size=3)[None, None], 0, 1)
+    return image, depth
+
+
+class Augmented:
+    """--augment full: each step's images through augment_full, drawn from generators seeded by (seed, epoch, image),
+    so that a resumed run draws what an uninterrupted one does; the image tower runs on them every step."""
+
+    def __init__(self, model, dataset, seed, bn):
+        self.model, self.dataset, self.seed, self.bn = model, dataset, seed, bn
+        self.mean, self.std = (torch.tensor(v).view(3, 1, 1) for v in mean_std(dataset.normalize))
+
+    def __call__(self, indices, epoch):
+        """-> ((B, hw, C) patch features, grid, (B, 1, H, W) ground truth in metres)."""
+        images, depths = [], []
+        for i in indices:
+            rgb_file, depth_file = (os.path.join(self.dataset.root, f) for f in self.dataset.pairs[i])
+            rng, nprng = random.Random(f"{self.seed}-{epoch}-{i}"), np.random.RandomState([self.seed, epoch, i])
+            image, depth = augment_full(to_rgb(open_image(rgb_file), rgb_file)[0], open_image(depth_file), rng,
+                                        nprng, self.dataset.input_size)
+            images.append((torch.from_numpy(image).permute(2, 0, 1) - self.mean) / self.std)
+            depths.append(torch.from_numpy(depth).permute(2, 0, 1))
+        self.model.clip.visual.train(self.bn == "train")
+        try:
+            patches, grid = self.model.view_features(torch.stack(images), flip=False)
+        finally:
+            self.model.clip.visual.eval()
+        return patches, grid, torch.stack(depths).to(patches.device)
 
 
 def crop_of(gt):
@@ -236,6 +292,7 @@ def train(args, rank=0, world=1, device=None):
         cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": "NYU",
                                           "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
     features, ground_truth = Features(model, dataset, cache, args.bn), GroundTruth(dataset)
+    augmented = Augmented(model, dataset, args.seed, args.bn)
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     parameters = [t for t in tokens.values() if t.numel()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
@@ -285,8 +342,11 @@ def train(args, rank=0, world=1, device=None):
         for step in bar:
             chosen = order[step * args.batch_size:(step + 1) * args.batch_size][rank::world]  # this process's share
             indices = [train_idx[i] for i in chosen]
-            patches, grid = features(indices, views) if indices else (torch.zeros(0), None)
-            gt = crop_of(ground_truth(indices)).to(model.device) if indices else torch.zeros(0)
+            if args.augment == "full" and indices:
+                patches, grid, gt = augmented(indices, epoch)
+            else:
+                patches, grid = features(indices, views) if indices else (torch.zeros(0), None)
+                gt = crop_of(ground_truth(indices)).to(model.device) if indices else torch.zeros(0)
             if views == 2:  # the mirror view where the draw says so, its ground truth mirrored with it
                 mirror = flips[chosen] < 0.5
                 B = len(indices)
@@ -368,6 +428,8 @@ def main(argv=None):
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
     if min(args.epochs, args.batch_size) < 1 or args.val_count < 1 or args.lr <= 0:
         p.error("--epochs, --batch_size and --val_count must be at least 1, --lr positive")
+    if args.cache and args.augment == "full":
+        p.error("--augment full changes every image every step: its features cannot be cached; leave out --cache")
     if args.cache and args.bn == "train":
         p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
                 "leave out --cache or use --bn frozen")

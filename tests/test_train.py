@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import numpy as np
 import torch
 
 import cli
@@ -143,3 +144,46 @@ def test_bad_input_is_one_line_and_writes_nothing(taught, checkpoint, nyu_like, 
     line = error_line(capsys, other, 1)
     assert "is a run of another layout or backbone" in line
     assert sorted(os.listdir(tmp_path)) == ["c", "x.safetensors", "x_run"]
+
+
+def test_their_augmentation_written_out():
+    """augment_full with known draws: the registered box, no rotation (u = 0.5), the crop at the drawn (x, y), a flip,
+    gamma, brightness and colour as written out here. (Checked against their DataLoadPreprocess outside the repo:
+    40 seeded draws equal to 3e-8.)"""
+    from PIL import Image
+
+    class Draws:
+        def __init__(self):
+            self.values = iter([0.5, 0.9, 0.9])  # rotation u, flip u, augment u
+            self.ints = iter([7, 3])  # x, then y
+            self.uniforms = iter([1.05, 0.8])  # gamma, brightness
+
+        def random(self):
+            return next(self.values)
+
+        def randint(self, low, high):
+            return next(self.ints)
+
+        def uniform(self, low, high, size=None):
+            return np.array([0.95, 1.0, 1.08]) if size else next(self.uniforms)
+
+    rng = np.random.RandomState(0)
+    rgb = rng.randint(0, 256, (480, 640, 3)).astype(np.uint8)
+    depth = rng.randint(1, 9000, (480, 640)).astype(np.uint16)
+    draws = Draws()
+    image, gt = train.augment_full(Image.fromarray(rgb), Image.fromarray(depth), draws, draws, (416, 544))
+    left, top = 43 + 7, 45 + 3
+    box = (slice(top, top + 416), slice(left, left + 544))
+    expected = np.clip((rgb[box][:, ::-1] / np.float32(255)) ** 1.05 * 0.8 * np.array([0.95, 1.0, 1.08]), 0, 1)
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    np.testing.assert_allclose(gt[..., 0], depth[box][:, ::-1] / np.float32(1000), atol=1e-6)
+
+
+def test_full_augmentation_trains_and_is_reproducible(taught, checkpoint, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.safetensors"
+        train.main(train_args(taught, checkpoint, out, "--epochs", "1", "--augment", "full", "--keep_last"))
+        runs.append(LearnedPrompts.load(str(out)))
+    assert torch.equal(runs[0].tokens["depth"], runs[1].tokens["depth"])
+    assert runs[0].source["training"]["augment"] == "full"
