@@ -78,6 +78,19 @@ def bin_centres(preset, depth_range=DEPTH_RANGES["nyu"]):
     return [math.e ** (math.log(low) + i * width + width / 2) for i in range(n)]  # as theirs: e ** x, not exp
 
 
+def token_counts(template, depth, object_word):
+    """{'prompt', 'depth', 'object': how many learned tokens the layout has}: template a TEMPLATES name or string,
+    depth a word list or a count of learned tokens, object_word a word or None (learned). ValueError for a template
+    without {object}, {depth} and <prompt_i> slots numbered from 0."""
+    template = TEMPLATES.get(template, template)
+    prompt = [int(i) for i in re.findall(r"<prompt_(\d+)>", template)]
+    if sorted(prompt) != list(range(len(prompt))) or "{object}" not in template or "{depth}" not in template:
+        raise ValueError(f"template {template!r} needs {{object}}, {{depth}} and <prompt_0>, <prompt_1>, ... "
+                         f"numbered from 0")
+    return {"prompt": len(prompt), "depth": depth if isinstance(depth, int) else 0,
+            "object": 1 if object_word is None else 0}
+
+
 @dataclasses.dataclass(eq=False)
 class LearnedPrompts:
     """A prompt layout and its learned tokens.
@@ -123,13 +136,7 @@ class LearnedPrompts:
         return next((t.shape[1] for t in self.tokens.values() if len(t)), None)
 
     def needed_tokens(self):
-        prompt = [int(i) for i in re.findall(r"<prompt_(\d+)>", self.template)]
-        if sorted(prompt) != list(range(len(prompt))) or "{object}" not in self.template or "{depth}" not in \
-                self.template:
-            raise ValueError(f"template {self.template!r} needs {{object}}, {{depth}} and <prompt_0>, <prompt_1>, ... "
-                             f"numbered from 0")
-        return {"prompt": len(prompt), "depth": self.depth if isinstance(self.depth, int) else 0,
-                "object": 1 if self.object_word is None else 0}
+        return token_counts(self.template, self.depth, self.object_word)
 
     # ------------------------------------------------------------ what MonoCLIP asks of a language side
     @property
@@ -333,10 +340,8 @@ def from_auty(ckpt_path, params_path):
     asks for and the checkpoint lacks is a ValueError (their loader silently keeps a random one)."""
     template, depth, object_word, bins, backbone = layout_from_params(read_params(params_path), params_path)
     state = read_checkpoint(ckpt_path)
-    probe = LearnedPrompts.__new__(LearnedPrompts)
-    probe.template, probe.depth, probe.object_word = TEMPLATES[template], depth, object_word
     tokens = {}
-    for group, count in probe.needed_tokens().items():
+    for group, count in token_counts(template, depth, object_word).items():
         rows = []
         for i in range(count):
             key = next((k for k in (f"model.extra_tkns_learnables_{group}.{i}",

@@ -47,8 +47,8 @@ from calculate_error import METRICS, per_image_errors_NYU
 from clip_runtime import pick_device, start_distributed
 from datasets import NYUDepthV2, mean_std
 from datasets.images import MIN_DEPTH
-from datasets.images import depth_values, open_image, to_rgb
-from datasets.nyu import DEPTH_SCALE, MAX_DEPTH, PASTE_BOX
+from datasets.images import open_image, to_rgb
+from datasets.nyu import DEPTH_SCALE, PASTE_BOX, depth_metres, read_depth_mm
 from feature_cache import FeatureCache
 from monoclip import MonoCLIP, depth_head
 
@@ -160,12 +160,9 @@ def layout_settings(args):
 
 def initial_tokens(template, depth, object_word, width, seed):
     """N(0, 0.02) tokens for the layout's learned slots, from torch's generator seeded with seed."""
-    probe = learned_prompts.LearnedPrompts.__new__(learned_prompts.LearnedPrompts)
-    probe.template, probe.depth, probe.object_word = learned_prompts.TEMPLATES.get(template, template), depth, \
-        object_word
     generator = torch.Generator().manual_seed(seed)
     return {group: torch.nn.Parameter(torch.randn(n, width, generator=generator) * 0.02)
-            for group, n in probe.needed_tokens().items()}
+            for group, n in learned_prompts.token_counts(template, depth, object_word).items()}
 
 
 def split_train_val(dataset, val_count, seed):
@@ -215,9 +212,8 @@ class GroundTruth:
         for i in indices:
             if i not in self.kept:
                 path = os.path.join(self.dataset.root, self.dataset.pairs[i][1])
-                self.kept[i] = depth_values(open_image(path), path, "NYU depth must be a 16-bit PNG in millimetres")
-        depth = np.stack([self.kept[i] for i in indices])[:, None] / DEPTH_SCALE
-        return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH).astype(np.float32))
+                self.kept[i] = read_depth_mm(path).astype(np.uint16)  # whole millimetres: exact
+        return depth_metres(np.stack([self.kept[i] for i in indices])[:, None])
 
 
 def evaluate_val(model, prompts, features, ground_truth, dataset, indices, rank=0, world=1):

@@ -74,11 +74,21 @@ def load_rgb(path, normalize="imagenet", box=RGB_CROP_BOX):
     return normalized(image.crop(box) if box else image, normalize)
 
 
+def read_depth_mm(path):
+    """(480, 640) float32 millimetres of a NYU depth PNG (0 = missing), or a DataError naming the file."""
+    return depth_values(_open(path), path, "NYU depth must be a 16-bit grayscale PNG in millimetres")
+
+
+def depth_metres(millimetres, clip=True):
+    """(..., H, W) millimetres -> float32 metres tensor, clipped to [0, 10] (clip=False: as stored)."""
+    depth = np.asarray(millimetres, dtype=np.float32) / DEPTH_SCALE
+    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH) if clip else depth)
+
+
 def load_depth(path, clip=True):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10] (clip=False: as stored);
     0 = missing."""
-    depth = depth_values(_open(path), path, "NYU depth must be a 16-bit grayscale PNG in millimetres") / DEPTH_SCALE
-    return torch.from_numpy(np.clip(depth, 0, MAX_DEPTH) if clip else depth)[None]
+    return depth_metres(read_depth_mm(path), clip)[None]
 
 
 class NYUDepthV2(torch.utils.data.Dataset):

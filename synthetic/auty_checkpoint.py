@@ -14,7 +14,6 @@ variance x U(0.5, 1.5), in state-dict order).
 """
 import argparse
 import os
-import re
 import sys
 
 if __name__ == "__main__" and not __package__:  # run by its path: import from the repository's root, as with -m
@@ -26,15 +25,7 @@ import yaml
 
 import cli
 import clip
-
-COUNTS = {"learned-static-1o1d": 2, "learned-static-1o2d": 3, "learned-static-4o4d": 8}  # prompt tokens
-
-
-def token_counts(template, depth_tokens, object_tokens):
-    learned = re.fullmatch(r"learned-static-(\d+)", depth_tokens)
-    return {"prompt": COUNTS.get(template, 0), "depth": int(learned.group(1)) if learned else 0,
-            "object": 1 if object_tokens == "learned-static-1" else 0}
-
+import learned_prompts
 
 def draw_tokens(counts, width=512, seed=1):
     """{group: (n, width) float32}: N(0, 0.02) from RandomState(seed), groups in the order prompt, depth, object."""
@@ -81,7 +72,9 @@ def write_run(folder, clip_model, template="learned-static-1o1d", depth_tokens="
         clip_state = adapted_batchnorm(clip_state, batchnorm_seed)
     width = clip_state["token_embedding.weight"].shape[1]
     state = {f"model.clip.{key}": value for key, value in clip_state.items()}
-    for group, tokens in draw_tokens(token_counts(template, depth_tokens, object_tokens), width, seed).items():
+    template_text, depth, object_word, _, _ = learned_prompts.layout_from_params(config, "write_run")
+    counts = learned_prompts.token_counts(template_text, depth, object_word)
+    for group, tokens in draw_tokens(counts, width, seed).items():
         state.update({f"model.extra_tkns_learnables_{group}.{i}": row[None].clone() for i, row in enumerate(tokens)})
     state.pop(drop, None)
     try:
