@@ -318,9 +318,17 @@ def train_options():
     p = parser("train.py", "Learn DepthCLIP's prompt tokens with CLIP frozen (Auty & Mikolajczyk 2023's prompt "
                            "learning); writes a --prompts file.")
     data = p.add_argument_group("data")
-    data.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="the folder holding official_splits/train")
-    data.add_argument("--trainfile_nyu", default="auto", help="a list of 'rgb depth' pairs under "
-                      "official_splits/train, or 'auto' for every pair found there")
+    data.add_argument("--dataset", default="NYU", type=str.upper, choices=["NYU", "KITTI"], help="(any capitals)")
+    data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/train or sync (default "
+                      f"{DEFAULT_DATA_PATH}); KITTI: the raw-data root holding <date>/<drive> (default "
+                      f"{kitti.DEFAULT_DATA_PATH})")
+    data.add_argument("--train_split", default="train", choices=["train", "sync"], help="NYU: train: "
+                      "official_splits/train, the 795 labeled images; sync: BTS's 24,231 frames (their published "
+                      "runs' data, docs/data.md)")
+    data.add_argument("--trainfile", "--trainfile_nyu", help="a list of 'rgb depth' pairs (default: NYU train: "
+                      "'auto', every pair found; NYU sync: BTS's list, shipped; KITTI: BTS's Eigen training list, "
+                      "shipped)")
+    data.add_argument("--gt_path", help=f"KITTI: the annotated-depth root (default <data_path>/{kitti.GT_FOLDER})")
     data.add_argument("--val_count", type=int, default=50, help="training images held out and scored each epoch "
                       "(DepthCLIP's protocol); never the test set")
     layout = p.add_argument_group("the prompt layout (their lang_strat names; --config sets them from their YAML)")
@@ -343,10 +351,11 @@ def train_options():
     fit.add_argument("--final_div_factor", type=float, default=d["final_div_factor"], help="OneCycleLR's")
     fit.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="gradient-norm clipping")
     fit.add_argument("--seed", type=int, default=0, help="token initialization, validation split and data order")
-    fit.add_argument("--augment", default="none", choices=["none", "flip", "full"], help="none: DepthCLIP's "
-                     "evaluation crop; flip: and a random horizontal flip (the cache holds both views); full: their "
-                     "pipeline (registered box, rotation +-2.5 deg, random 416x544 crop, flip, gamma/brightness/colour), "
-                     "the image tower every step")
+    fit.add_argument("--augment", default="none", choices=["none", "flip", "full"], help="none: the evaluation "
+                     "crop (NYU 416x544, KITTI 352x1216); flip: and a random horizontal flip (the cache holds both "
+                     "views); full: their pipeline (NYU: registered box, rotation +-2.5 deg, random 416x544 crop; "
+                     "KITTI: benchmark crop, +-1 deg, random 352x704; then flip, gamma/brightness/colour), the image "
+                     "tower every step")
     fit.add_argument("--bn", default="frozen", choices=["frozen", "train"], help="frozen: CLIP exactly as released "
                      "(features cacheable); train: their setting, BatchNorm in train mode, statistics adapted and "
                      "written into the prompts file")
@@ -355,6 +364,8 @@ def train_options():
     run.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS))
     run.add_argument("--cache", metavar="DIR", help="eval.py's feature cache: with --bn frozen the image tower runs "
                      "once per image for the whole training")
+    run.add_argument("--keep_gb", type=float, default=8.0, help="cached features and ground truth kept in memory "
+                     "up to this many GiB (795 NYU images: 1.6 GiB with RN50); beyond, read again each step")
     run.add_argument("--output", required=True, help="the .safetensors prompts file to write")
     run.add_argument("--checkpoint_dir", help="per-epoch checkpoint (last.pt), log.jsonl and curves.png "
                      "(default: <output>_run)")

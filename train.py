@@ -1,8 +1,9 @@
 """Learn DepthCLIP's prompt tokens with CLIP frozen, as Auty & Mikolajczyk (2023) did, and write a prompts file.
 
     python train.py --data_path NYU_ROOT --clip_model RN50 --output learned.safetensors [--config PARAMS.yaml]
+        [--dataset NYU|KITTI] [--train_split train|sync] [--trainfile LIST] [--gt_path KITTI_GT]
         [--template learned-static-1o1d] [--depth_tokens learned-static-7] [--object_tokens paper] [--bins dset-even-7]
-        [--epochs 25] [--batch_size 16] [--augment none|flip] [--bn frozen|train] [--cache DIR]
+        [--epochs 25] [--batch_size 16] [--augment none|flip|full] [--bn frozen|train] [--cache DIR]
         [--checkpoint_dir DIR] [--resume] [--tensorboard DIR]
 
 Their training setting is the default, each part a flag, read from their code (PromptLearningCLIP-MDE at 1583acf:
@@ -10,18 +11,23 @@ params/*.yaml, losses/SILogLoss.py, modules/MainRunnerLM.py): SILog with alpha 1
 computes it (over every valid pixel of the batch at once: 10 sqrt(mean g^2 - 0.85 mean(g)^2), g = log pred - log gt),
 AdamW (lr 3.57e-4, weight decay 0.1), OneCycleLR (div_factor 25, final_div_factor 100, momentum cycled 0.85-0.95),
 gradient-norm clipping 0.1, 25 epochs, batch 16, tokens initialized N(0, 0.02), the prediction upsampled
-bilinearly to the ground truth and scored where gt > 0.001 m. Data: NYU's official_splits/train (795 images that
-datasets/prepare_nyu.py builds), DepthCLIP's 416x544 evaluation crop; --val_count images held out of it (never
-the test set) are scored each epoch with DepthCLIP's evaluation protocol; the best (lowest AbsRel) and the last
-tokens are kept.
+bilinearly to the ground truth (unclipped, as their training reads it) and scored where gt > 0.001 m.
+
+Data: NYU's official_splits/train (795 images that datasets/prepare_nyu.py builds) by default; --train_split sync is
+BTS's 24,231 frames (<data_path>/sync, the list shipped: their published NYU runs trained on it); --dataset KITTI is
+BTS's Eigen training list (23,158 frames, shipped). Without --augment full the model sees the evaluation input
+(NYU: DepthCLIP's 416x544 crop; KITTI: the 352x1216 benchmark crop). --val_count images held out of the training
+data (never the test set) are scored each epoch with the evaluation protocol (NYU: DepthCLIP's; KITTI: BTS's, Garg
+crop, 80 m); the best (lowest AbsRel) and the last tokens are kept.
 
 --bn frozen (default here) keeps CLIP exactly as released, so with --augment none or flip the image features never
-change: with --cache DIR they are read from eval.py's feature cache (both views, once; then kept in memory, 1.7 MiB
-an image for RN50) and an epoch costs the text tower and the head only. --bn train is their setting: their
-training leaves CLIP in train mode (only requires_grad is frozen), so BatchNorm uses batch statistics and its
-running statistics adapt; the image tower then runs every step and the prompts file carries the adapted
-statistics. --augment full is their NYU training pipeline (AdaBins' dataloader: registered box, rotation, random
-416x544 crop, flip, gamma/brightness/colour), drawn in their order; the image tower then runs every step.
+change: with --cache DIR they are read from eval.py's feature cache (both views, once; then kept in memory up to
+--keep_gb, 1.7 MiB an image for RN50 on NYU) and an epoch costs the text tower and the head only. --bn train is
+their setting: their training leaves CLIP in train mode (only requires_grad is frozen), so BatchNorm uses batch
+statistics and its running statistics adapt; the image tower then runs every step and the prompts file carries the
+adapted statistics. --augment full is their training pipeline (AdaBins' dataloader: NYU's registered box or KITTI's
+benchmark crop, rotation, random crop, flip, gamma/brightness/colour), drawn in their order; the image tower then
+runs every step.
 
     torchrun --nproc_per_node N train.py ...   # each process takes a share of every batch (gloo on CPU, NCCL on GPU)
 """
@@ -32,6 +38,7 @@ import math
 import os
 import random
 import time
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -43,12 +50,10 @@ from tqdm import tqdm
 import cli
 import learned_prompts
 import options
-from calculate_error import METRICS, per_image_errors_NYU
+from calculate_error import METRICS, per_image_errors_KITTI, per_image_errors_NYU
 from clip_runtime import pick_device, start_distributed
-from datasets import NYUDepthV2, mean_std
-from datasets.images import MIN_DEPTH
-from datasets.images import open_image, to_rgb
-from datasets.nyu import DEPTH_SCALE, PASTE_BOX, depth_metres, read_depth_mm
+from datasets import KITTIEigen, NYUDepthV2, kitti, mean_std, nyu
+from datasets.images import MIN_DEPTH, open_image, to_rgb
 from feature_cache import FeatureCache
 from monoclip import MonoCLIP, depth_head
 
@@ -89,69 +94,187 @@ def global_silog(pred, gt, mask, world, anchor):
                     squares + (totals[2].float() - squares).detach())
 
 
-NYU_REGISTERED = (43, 45, 608, 472)  # PIL box their NYU training keeps "to avoid blank boundaries due to pixel
-# registration" (AdaBins' dataloader, which theirs is)
-NYU_ROTATION, NYU_BRIGHTNESS = 2.5, (0.75, 1.25)  # degrees either way; brightness factor range (their params)
+class Pipeline(NamedTuple):
+    """Their training augmentation's settings for one dataset (AdaBins' dataloader, which theirs is, and their params'
+    nyu/kitti sections)."""
+    box: Callable  # (width, height) -> the PIL box kept before anything else
+    rotation: float  # degrees either way
+    depth_scale: float  # PNG units per metre
+    brightness: tuple  # the brightness factor's range
+    size: tuple  # (rows, cols) of the random crop
 
 
-def augment_full(image, depth, rng, nprng, size):
-    """Their training pipeline for one NYU image (datasets/dataloader.py, DataLoadPreprocess in train mode), drawing
-    in their order: the registered box; a rotation of (u - 0.5) * 2 * 2.5 degrees (bilinear for the image, nearest
-    for the depth); /255 and /1000; a random crop of size (x, then y, randint); a flip if u > 0.5; if u > 0.5, gamma
-    U(0.9, 1.1), brightness U(0.75, 1.25) and per-channel colour U(0.9, 1.1) (numpy's draw), clipped to [0, 1].
-    image, depth: PIL images (RGB, 16-bit mm); rng: a random.Random, nprng: a numpy RandomState ->
+NYU_PIPELINE = Pipeline(
+    box=lambda width, height: (43, 45, 608, 472),  # "to avoid blank boundaries due to pixel registration"
+    rotation=2.5, depth_scale=nyu.DEPTH_SCALE, brightness=(0.75, 1.25), size=nyu.INPUT_SIZE)
+KITTI_PIPELINE = Pipeline(
+    box=lambda width, height: ((width - kitti.CROP_SIZE[1]) // 2, height - kitti.CROP_SIZE[0],
+                               (width - kitti.CROP_SIZE[1]) // 2 + kitti.CROP_SIZE[1], height),  # the benchmark crop
+    rotation=1.0, depth_scale=kitti.DEPTH_SCALE, brightness=(0.9, 1.1), size=(352, 704))
+
+
+def augment_full(image, depth, rng, nprng, pipeline=NYU_PIPELINE):
+    """Their training pipeline for one image (datasets/dataloader.py, DataLoadPreprocess in train mode), drawing in
+    their order: the pipeline's box (NYU: the registered region; KITTI: the benchmark crop); a rotation of
+    (u - 0.5) * 2 * rotation degrees (bilinear for the image, nearest for the depth); /255 and /depth_scale; a random
+    crop of pipeline.size (x, then y, randint); a flip if u > 0.5; if u > 0.5, gamma U(0.9, 1.1), brightness in the
+    pipeline's range and per-channel colour U(0.9, 1.1) (numpy's draw), clipped to [0, 1].
+    image, depth: PIL images (RGB, 16-bit); rng: a random.Random, nprng: a numpy RandomState ->
     ((H, W, 3) float32 in [0, 1], (H, W, 1) float32 metres, not clipped)."""
-    image, depth = image.crop(NYU_REGISTERED), depth.crop(NYU_REGISTERED)
-    angle = (rng.random() - 0.5) * 2 * NYU_ROTATION
+    box = pipeline.box(*image.size)
+    image, depth = image.crop(box), depth.crop(box)
+    angle = (rng.random() - 0.5) * 2 * pipeline.rotation
     image, depth = image.rotate(angle, resample=Image.BILINEAR), depth.rotate(angle, resample=Image.NEAREST)
     image = np.asarray(image, dtype=np.float32) / 255.0
-    depth = np.asarray(depth, dtype=np.float32)[..., None] / DEPTH_SCALE
-    height, width = size
+    depth = np.asarray(depth, dtype=np.float32)[..., None] / pipeline.depth_scale
+    height, width = pipeline.size
     x, y = rng.randint(0, image.shape[1] - width), rng.randint(0, image.shape[0] - height)
     image, depth = image[y:y + height, x:x + width], depth[y:y + height, x:x + width]
     if rng.random() > 0.5:
         image, depth = image[:, ::-1].copy(), depth[:, ::-1].copy()
     if rng.random() > 0.5:
-        image = image ** rng.uniform(0.9, 1.1) * rng.uniform(*NYU_BRIGHTNESS)
+        image = image ** rng.uniform(0.9, 1.1) * rng.uniform(*pipeline.brightness)
         image = np.clip(image * nprng.uniform(0.9, 1.1, size=3)[None, None], 0, 1)
     return image, depth
+
+
+class Memo:
+    """Values kept in memory after their first computation, up to a budget of bytes; beyond it they are computed
+    again each time (for the feature cache: read again from disk)."""
+
+    def __init__(self, budget):
+        self.budget, self.used, self.kept = budget, 0, {}
+
+    def __call__(self, key, compute, nbytes):
+        if key in self.kept:
+            return self.kept[key]
+        value = compute()
+        if self.used + nbytes(value) <= self.budget:
+            self.kept[key] = value
+            self.used += nbytes(value)
+        return value
+
+
+class NYUTraining:
+    """NYU's training images: official_splits/train (the 795 labeled ones, default) or BTS's sync folder (24,231
+    frames of the raw videos, their published runs' data). The model sees DepthCLIP's 416x544 evaluation crop; the
+    held-out images are scored with DepthCLIP's protocol (Eigen crop, 10 m)."""
+
+    name, pipeline, frame = "NYU", NYU_PIPELINE, nyu.FRAME
+
+    def __init__(self, args):
+        self.dataset = NYUDepthV2(args.data_path, train_list(args), normalize=args.normalize, split=args.train_split,
+                                  with_rgb=not args.cache, list_flag="--trainfile")
+
+    def depth_file(self, index):
+        return os.path.join(self.dataset.root, self.dataset.pairs[index][1])
+
+    @staticmethod
+    def read_depth(path):
+        return nyu.read_depth_mm(path).astype(np.uint16)  # whole millimetres: exact
+
+    @staticmethod
+    def metres(raw, clip):
+        """(B, 480, 640) stored values -> (B, 1, 480, 640) metres; clip: to 10 m, as evaluated (their training does
+        not clip)."""
+        return nyu.depth_metres(np.stack(raw)[:, None], clip)
+
+    def model_region(self, gt, indices):
+        """(B, 1, 480, 640) -> (B, 1, 416, 544): the region the model sees (DepthCLIP's crop)."""
+        top, bottom, left, right = nyu.PASTE_BOX
+        return gt[:, :, top:bottom, left:right]
+
+    def errors(self, gt, pred, indices):
+        return per_image_errors_NYU(gt, pred)
+
+
+class KITTITraining:
+    """KITTI's Eigen training split (BTS's list of 23,158 frames, their published runs' data). The model sees the
+    352x1216 benchmark crop (eval.py's input); the held-out frames are scored with BTS's protocol (Garg crop, 80 m)."""
+
+    name, pipeline, frame = "KITTI", KITTI_PIPELINE, kitti.MAX_FRAME
+
+    def __init__(self, args):
+        self.dataset = KITTIEigen(args.data_path, args.gt_path, train_list(args), normalize=args.normalize,
+                                  with_rgb=not args.cache, list_flag="--trainfile")
+
+    def depth_file(self, index):
+        return os.path.join(self.dataset.gt_root, self.dataset.pairs[index][1])
+
+    @staticmethod
+    def read_depth(path):
+        raw = kitti.read_depth_raw(path)
+        kitti.check_frame(*raw.shape, path)
+        return raw.astype(np.uint16)  # depth * 256, whole numbers: exact
+
+    @staticmethod
+    def metres(raw, clip):
+        """[(H, W)] stored values -> (B, 1, 376, 1242) metres, each frame padded with zeros (scoring caps at 80 m)."""
+        frames = torch.zeros(len(raw), 1, *kitti.MAX_FRAME)
+        for frame, r in zip(frames, raw):
+            frame[0, :r.shape[0], :r.shape[1]] = torch.from_numpy(r / np.float32(kitti.DEPTH_SCALE))
+        return frames
+
+    def model_region(self, gt, indices):
+        """(B, 1, 376, 1242) padded frames -> (B, 1, 352, 1216): each frame's benchmark crop, what the model sees."""
+        return torch.stack([gt[k][(slice(None), *kitti.benchmark_box(*self.dataset.frame_size(i)))]
+                            for k, i in enumerate(indices)])
+
+    def errors(self, gt, pred, indices):
+        return per_image_errors_KITTI(gt, pred, [self.dataset.frame_size(i) for i in indices])
+
+
+TRAINING_SETS = {"NYU": NYUTraining, "KITTI": KITTITraining}
+
+
+def train_list(args):
+    """The list of training pairs: --trainfile, else NYU's official train split: 'auto' (every pair found); NYU
+    sync: BTS's list; KITTI: BTS's Eigen training list (the last two shipped in datasets/)."""
+    if args.trainfile:
+        return args.trainfile
+    if args.dataset == "KITTI":
+        return kitti.TRAIN_LIST
+    return "auto" if args.train_split == "train" else nyu.BTS_TRAIN_LIST
 
 
 class Augmented:
     """--augment full: each step's images through augment_full, drawn from generators seeded by (seed, epoch, image),
     so that a resumed run draws what an uninterrupted one does; the image tower runs on them every step."""
 
-    def __init__(self, model, dataset, seed, bn):
-        self.model, self.dataset, self.seed, self.bn = model, dataset, seed, bn
-        self.mean, self.std = (torch.tensor(v).view(3, 1, 1) for v in mean_std(dataset.normalize))
+    def __init__(self, model, data, seed, bn):
+        self.model, self.data, self.seed, self.bn = model, data, seed, bn
+        self.mean, self.std = (torch.tensor(v).view(3, 1, 1) for v in mean_std(data.dataset.normalize))
 
     def __call__(self, indices, epoch):
         """-> ((B, hw, C) patch features, grid, (B, 1, H, W) ground truth in metres)."""
         images, depths = [], []
         for i in indices:
-            rgb_file, depth_file = (os.path.join(self.dataset.root, f) for f in self.dataset.pairs[i])
+            rgb_file = os.path.join(self.data.dataset.root, self.data.dataset.pairs[i][0])
+            depth_file = self.data.depth_file(i)
             rng, nprng = random.Random(f"{self.seed}-{epoch}-{i}"), np.random.RandomState([self.seed, epoch, i])
             image, depth = augment_full(to_rgb(open_image(rgb_file), rgb_file)[0], open_image(depth_file), rng,
-                                        nprng, self.dataset.input_size)
+                                        nprng, self.data.pipeline)
             images.append((torch.from_numpy(image).permute(2, 0, 1) - self.mean) / self.std)
             depths.append(torch.from_numpy(depth).permute(2, 0, 1))
-        self.model.clip.visual.train(self.bn == "train")
-        try:
+        with image_tower_mode(self.model, self.bn):
             patches, grid = self.model.view_features(torch.stack(images), flip=False)
-        finally:
-            self.model.clip.visual.eval()
         return patches, grid, torch.stack(depths).to(patches.device)
 
 
-def crop_of(gt):
-    """(B, 1, 480, 640) ground truth -> (B, 1, 416, 544): the region the model sees (DepthCLIP's crop)."""
-    top, bottom, left, right = PASTE_BOX
-    return gt[:, :, top:bottom, left:right]
+@contextlib.contextmanager
+def image_tower_mode(model, bn):
+    """The image tower in train mode for a pass with --bn train (BatchNorm on batch statistics, running statistics
+    updated, as their training leaves CLIP), back in eval mode after."""
+    model.clip.visual.train(bn == "train")
+    try:
+        yield
+    finally:
+        model.clip.visual.eval()
 
 
 def layout_settings(args):
     """(template, depth, object word, bins) from the flags (or --config's params, which set the flags' defaults)."""
-    params = {"basic": {"dataset": "nyu"}, "depthclip": {"clip": args.clip_model, "lang_strat": {
+    params = {"basic": {"dataset": args.dataset.lower()}, "depthclip": {"clip": args.clip_model, "lang_strat": {
         "templates": args.template, "depth_tokens": args.depth_tokens, "object_tokens": args.object_tokens,
         "depth_bin_centres": args.bins}}}
     template, depth, object_word, bins, _ = learned_prompts.layout_from_params(params, "the layout flags")
@@ -175,49 +298,44 @@ def split_train_val(dataset, val_count, seed):
 
 class Features:
     """Each image's patch features for training: from the feature cache, or the image tower (BatchNorm in train
-    mode with --bn train)."""
+    mode with --bn train). Cached features stay in memory after their first read, up to the memo's budget."""
 
-    def __init__(self, model, dataset, cache, bn):
-        self.model, self.dataset, self.cache, self.bn = model, dataset, cache, bn
-        self.kept = {}  # index -> ((2, hw, C) both views, grid): cached features stay in memory after their first read
+    def __init__(self, model, dataset, cache, bn, memo):
+        self.model, self.dataset, self.cache, self.bn, self.memo = model, dataset, cache, bn, memo
+
+    def both_views(self, index):
+        """-> ((2, hw, C) the image and its mirror image, grid), from the cache."""
+        file = os.path.join(self.dataset.root, self.dataset.pairs[index][0])
+        load = lambda path: self.dataset.load_rgb(path, self.dataset.normalize)  # noqa: E731
+        patches, grid = self.cache.view_features(self.model, [file], load, flip=True)
+        return patches, grid
 
     def __call__(self, indices, views):
         """-> ((len(indices) * views, hw, C), grid): the images, then (views=2) their mirror images."""
         if self.cache is not None:
-            missing = [i for i in indices if i not in self.kept]
-            if missing:
-                files = [os.path.join(self.dataset.root, self.dataset.pairs[i][0]) for i in missing]
-                load = lambda path: self.dataset.load_rgb(path, self.dataset.normalize)  # noqa: E731
-                patches, grid = self.cache.view_features(self.model, files, load, flip=True)
-                for k, i in enumerate(missing):
-                    self.kept[i] = (torch.stack([patches[k], patches[len(missing) + k]]), grid)
-            both = [self.kept[i][0] for i in indices]
-            return torch.cat([torch.stack([b[v] for b in both]) for v in range(views)]), self.kept[indices[0]][1]
+            both = [self.memo(("features", i), lambda: self.both_views(i), lambda v: v[0].nbytes) for i in indices]
+            return torch.cat([torch.stack([b[0][v] for b in both]) for v in range(views)]), both[0][1]
         rgb = torch.stack([self.dataset[i][0] for i in indices])
-        self.model.clip.visual.train(self.bn == "train")
-        try:
+        with image_tower_mode(self.model, self.bn):
             return self.model.view_features(rgb, flip=views == 2)
-        finally:
-            self.model.clip.visual.eval()
 
 
 class GroundTruth:
-    """(B, 1, 480, 640) metres, clipped to 10 as evaluated (datasets.nyu.load_depth), each PNG decoded once per run
-    and kept as its 16-bit values (0.6 MB an image)."""
+    """(B, 1, H, W) metres in the dataset's frame; each PNG decoded once and its 16-bit values kept (0.6 MB a NYU
+    image, 0.9 MB a KITTI frame), up to the memo's budget."""
 
-    def __init__(self, dataset):
-        self.dataset, self.kept = dataset, {}
+    def __init__(self, data, memo):
+        self.data, self.memo = data, memo
 
-    def __call__(self, indices):
-        for i in indices:
-            if i not in self.kept:
-                path = os.path.join(self.dataset.root, self.dataset.pairs[i][1])
-                self.kept[i] = read_depth_mm(path).astype(np.uint16)  # whole millimetres: exact
-        return depth_metres(np.stack([self.kept[i] for i in indices])[:, None])
+    def __call__(self, indices, clip=False):
+        """clip: NYU's ground truth clipped to 10 m, as evaluated; their training reads it unclipped."""
+        raw = [self.memo(("depth", i), lambda: self.data.read_depth(self.data.depth_file(i)), lambda v: v.nbytes)
+               for i in indices]
+        return self.data.metres(raw, clip)
 
 
-def evaluate_val(model, prompts, features, ground_truth, dataset, indices, rank=0, world=1):
-    """Mean DepthCLIP-protocol metrics and SILog (per image, then averaged) over the held-out images, flip-averaged
+def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, world=1):
+    """Mean evaluation-protocol metrics and SILog (per image, then averaged) over the held-out images, flip-averaged
     as evaluated; under torchrun each process scores its share and every process gets the same means."""
     rows = []
     with torch.no_grad():
@@ -226,13 +344,13 @@ def evaluate_val(model, prompts, features, ground_truth, dataset, indices, rank=
         for start in range(0, len(mine), 8):
             part = mine[start:start + 8]
             patches, grid = features(part, 2)
-            pred = model.depth_from_features(patches, grid, dataset.input_size, True, encoded)
-            gt = ground_truth(part).to(pred.device)
-            errors = per_image_errors_NYU(gt, pred)
+            pred = model.depth_from_features(patches, grid, data.dataset.input_size, True, encoded)
+            gt = ground_truth(part, clip=True).to(pred.device)
+            errors = data.errors(gt, pred, part)
             single = depth_head(patches[:len(part)], grid, encoded)
+            seen = data.model_region(gt, part)
             for i in range(len(part)):
-                rows.append({"silog": silog(single[i:i + 1], crop_of(gt[i:i + 1]),
-                                            crop_of(gt[i:i + 1]) > MIN_DEPTH).item(),
+                rows.append({"silog": silog(single[i:i + 1], seen[i:i + 1], seen[i:i + 1] > MIN_DEPTH).item(),
                              **{name: errors[name][i].item() for name in METRICS}})
     if world > 1:
         gathered = [None] * world
@@ -280,15 +398,16 @@ def train(args, rank=0, world=1, device=None):
     width = model.clip.token_embedding.weight.shape[1]
     tokens = initial_tokens(template, depth, object_word, width, args.seed)
     prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature)
-    dataset = NYUDepthV2(args.data_path, args.trainfile_nyu, normalize=args.normalize, split="train",
-                         with_rgb=not args.cache)
+    data = TRAINING_SETS[args.dataset](args)
+    dataset = data.dataset
     train_idx, val_idx = split_train_val(dataset, args.val_count, args.seed)
     cache = None
     if args.cache:
-        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": "NYU",
+        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": data.name,
                                           "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
-    features, ground_truth = Features(model, dataset, cache, args.bn), GroundTruth(dataset)
-    augmented = Augmented(model, dataset, args.seed, args.bn)
+    memo = Memo(args.keep_gb * 2 ** 30)
+    features, ground_truth = Features(model, dataset, cache, args.bn, memo), GroundTruth(data, memo)
+    augmented = Augmented(model, data, args.seed, args.bn)
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     parameters = [t for t in tokens.values() if t.numel()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
@@ -321,7 +440,7 @@ def train(args, rank=0, world=1, device=None):
         writer = SummaryWriter(args.tensorboard)
     views = 2 if args.augment == "flip" else 1
     if first_epoch == 0:  # where the standard initialization stands, to measure learning against
-        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx, rank, world)
+        val = evaluate_val(model, prompts, features, ground_truth, data, val_idx, rank, world)
         log.append({"step": 0, "epoch": 0, "val": val})
         if rank == 0:
             with open(log_path, "w") as f:
@@ -342,7 +461,7 @@ def train(args, rank=0, world=1, device=None):
                 patches, grid, gt = augmented(indices, epoch)
             else:
                 patches, grid = features(indices, views) if indices else (torch.zeros(0), None)
-                gt = crop_of(ground_truth(indices)).to(model.device) if indices else torch.zeros(0)
+                gt = data.model_region(ground_truth(indices), indices).to(model.device) if indices else torch.zeros(0)
             if views == 2:  # the mirror view where the draw says so, its ground truth mirrored with it
                 mirror = flips[chosen] < 0.5
                 B = len(indices)
@@ -373,7 +492,7 @@ def train(args, rank=0, world=1, device=None):
                 writer.add_scalar("train/lr", record["lr"], global_step)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
         seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
-        val = evaluate_val(model, prompts, features, ground_truth, dataset, val_idx, rank, world)
+        val = evaluate_val(model, prompts, features, ground_truth, data, val_idx, rank, world)
         record = {"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1, "seconds": seconds, "val": val}
         log.append(record)
         if rank == 0:
@@ -419,8 +538,12 @@ def main(argv=None):
                        lr=optimizer.get("lr", DEFAULTS["lr"]), weight_decay=optimizer.get("wd", DEFAULTS["weight_decay"]),
                        div_factor=optimizer.get("div_factor", DEFAULTS["div_factor"]),
                        final_div_factor=optimizer.get("final_div_factor", DEFAULTS["final_div_factor"]),
-                       grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]))
+                       grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]),
+                       dataset=params.get("basic", {}).get("dataset", "nyu"))
         args = p.parse_args(argv)
+    if args.dataset == "KITTI" and args.train_split != "train":
+        p.error("--train_split is NYU's; KITTI trains on BTS's Eigen list (--trainfile for another)")
+    args.data_path = args.data_path or (nyu.DEFAULT_DATA_PATH if args.dataset == "NYU" else kitti.DEFAULT_DATA_PATH)
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
     if min(args.epochs, args.batch_size) < 1 or args.val_count < 1 or args.lr <= 0:
         p.error("--epochs, --batch_size and --val_count must be at least 1, --lr positive")
@@ -445,7 +568,10 @@ def main(argv=None):
         training = {"training": {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay",
                                                                       "div_factor", "final_div_factor", "grad_clip",
                                                                       "seed", "augment", "bn", "val_count",
-                                                                      "temperature")},
+                                                                      "temperature", "dataset")},
+                    "data": {"data_path": os.path.abspath(args.data_path), "split": args.train_split
+                             if args.dataset == "NYU" else "eigen_train", "list": train_list(args) if train_list(args) == "auto" else
+                             os.path.abspath(train_list(args))},
                     "validation": best["val"] if best else None, "kept": "last" if args.keep_last else "best",
                     "processes": world}
         output.write(result.file_bytes(model.clip_model, model.backbone.checkpoint_sha256, training))

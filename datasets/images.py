@@ -1,5 +1,6 @@
 """What every dataset and photo reader shares: test lists, decoding any image mode to the RGB a viewer shows,
 the RGB normalizations and their inverse, and the smallest depth that counts."""
+import gzip
 import os
 
 import numpy as np
@@ -126,18 +127,20 @@ def select(pairs, scenes, limit, scene_of, what="scene"):
 
 
 def read_list(test_list, flag):
-    """[(line, rgb, depth)] of a test list's non-empty lines, each 'rgb depth [more fields]'. flag: the command-line
-    flag that names the list, for messages."""
+    """[(line, rgb, depth)] of a list's non-empty lines, each 'rgb depth [more fields]', paths relative to the data
+    folder: a leading '/' (BTS's NYU training list writes '/kitchen_0028b/rgb_00045.jpg') is dropped, as BTS's
+    remove_leading_slash does. A .gz list is read decompressed (the repository ships its large lists so). flag: the
+    command-line flag that names the list, for messages."""
     if not os.path.isfile(test_list):
-        raise DataError(f"test list {test_list} does not exist; give a list file or {flag} auto (test_list='auto' "
+        raise DataError(f"list {test_list} does not exist; give a list file or {flag} auto (test_list='auto' "
                         f"in Python)")
     entries = []
-    with open(test_list) as f:
+    with (gzip.open if test_list.endswith(".gz") else open)(test_list, "rt") as f:
         for number, line in enumerate(f, start=1):
             fields = line.split()
             if fields and len(fields) < 2:
                 raise DataError(f"{test_list}, line {number}: '{line.strip()}' should name an RGB file and a depth "
                                 f"file, separated by a space")
             if fields:
-                entries.append((line.strip(), fields[0], fields[1]))
+                entries.append((line.strip(), fields[0].lstrip("/"), fields[1].lstrip("/")))
     return entries

@@ -20,6 +20,8 @@ from .images import MODEL, DataError, depth_values, mean_std, normalized, open_i
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "KITTI")
 DEFAULT_TEST_LIST = os.path.join(HERE, "eigen_test_files_with_gt.txt")
+TRAIN_LIST = os.path.join(HERE, "eigen_train_files_with_gt.txt.gz")  # BTS's Eigen training split, 23,158 frames
+# (cleinc/bts at 5e3406b, train_test_inputs/; Auty & Mikolajczyk's kitti_eigen_train_files_with_gt.txt is the same)
 GT_FOLDER = "data_depth_annotated"  # the default --gt_path under --data_path (the authors' layout)
 
 DEPTH_SCALE = 256.0  # PNG units per metre
@@ -45,7 +47,7 @@ def gt_of(rgb):
     return f"{drive}/proj_depth/groundtruth/{camera}/{frame}"
 
 
-def read_pairs(data_path, gt_path, test_list):
+def read_pairs(data_path, gt_path, test_list, list_flag="--testfile_kitti"):
     """([(rgb, gt)] with ground truth, [rgb] without) from a list file or 'auto' (every RGB with its depth)."""
     if not os.path.isdir(data_path):
         raise DataError(f"no KITTI raw data at {data_path}: --data_path must hold <date>/<drive>/image_02/data; "
@@ -58,14 +60,14 @@ def read_pairs(data_path, gt_path, test_list):
             raise DataError(f"no <date>/<drive>/image_02/data/*.png under {data_path} has its depth under {gt_path}; "
                             f"{CHECK_HINT}")
         return pairs, []
-    entries = read_list(test_list, "--testfile_kitti")
+    entries = read_list(test_list, list_flag)
     pairs = [(rgb, gt) for _, rgb, gt in entries if gt != "None"]
     skipped = [rgb for _, rgb, gt in entries if gt == "None"]
     missing = [os.path.join(data_path, rgb) for rgb, _ in pairs if not os.path.isfile(os.path.join(data_path, rgb))]
     missing += [os.path.join(gt_path, gt) for _, gt in pairs if not os.path.isfile(os.path.join(gt_path, gt))]
     if missing:
         raise DataError(f"{len(missing)} files named in {os.path.basename(test_list)} are missing (first: "
-                        f"{', '.join(missing[:2])}); {CHECK_HINT}, or use --testfile_kitti auto for the pairs present")
+                        f"{', '.join(missing[:2])}); {CHECK_HINT}, or use {list_flag} auto for the pairs present")
     return pairs, skipped
 
 
@@ -85,10 +87,28 @@ def load_rgb(path, normalize="imagenet"):
     return normalized(image.crop((cols.start, rows.start, cols.stop, rows.stop)), normalize)
 
 
+def read_depth_raw(path):
+    """(H, W) float32 values of a KITTI depth PNG (depth * 256, 0 = no measurement), or a DataError naming the file."""
+    return depth_values(open_image(path), path, "KITTI depth must be a 16-bit PNG holding depth x 256")
+
+
 def load_depth(path):
     """(1, H, W) float32 metres from a 16-bit PNG holding depth * 256; 0 = no measurement."""
-    depth = depth_values(open_image(path), path, "KITTI depth must be a 16-bit PNG holding depth x 256")
-    return torch.from_numpy(depth / DEPTH_SCALE)[None]
+    return torch.from_numpy(read_depth_raw(path) / DEPTH_SCALE)[None]
+
+
+def check_frame(height, width, path):
+    """A DataError if a depth map is larger than any KITTI frame (it could not be padded to MAX_FRAME)."""
+    if height > MAX_FRAME[0] or width > MAX_FRAME[1]:
+        raise DataError(f"{path} is {width}x{height}, larger than any KITTI frame ({MAX_FRAME[1]}x{MAX_FRAME[0]})")
+
+
+def padded(depth, path):
+    """(1, H, W) -> (1, 376, 1242): the frame in the top-left corner, zeros (no depth) around, so frames batch."""
+    check_frame(*depth.shape[1:], path)
+    frame = torch.zeros(1, *MAX_FRAME)
+    frame[:, :depth.shape[1], :depth.shape[2]] = depth
+    return frame
 
 
 class KITTIEigen(torch.utils.data.Dataset):
@@ -96,18 +116,19 @@ class KITTIEigen(torch.utils.data.Dataset):
     and the true (height, width) of each frame in self.frame_size(index).
 
     gt_path defaults to <data_path>/data_depth_annotated. skipped: the list's images without ground truth.
+    list_flag: the command-line flag that names the list, for messages.
     """
 
     input_size = CROP_SIZE  # what the model sees
     load_rgb = staticmethod(load_rgb)
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, gt_path=None, test_list=DEFAULT_TEST_LIST, scenes=None,
-                 limit=None, normalize="imagenet", with_rgb=True):
+                 limit=None, normalize="imagenet", with_rgb=True, list_flag="--testfile_kitti"):
         if normalize != MODEL:
             mean_std(normalize)
         self.root, self.gt_root = data_path, gt_path or os.path.join(data_path, GT_FOLDER)
         self.normalize, self.with_rgb = normalize, with_rgb
-        pairs, self.skipped = read_pairs(self.root, self.gt_root, test_list)
+        pairs, self.skipped = read_pairs(self.root, self.gt_root, test_list, list_flag)
         self.pairs = select(pairs, scenes, limit, drive_of, "drive")
 
     def __len__(self):
@@ -116,13 +137,8 @@ class KITTIEigen(torch.utils.data.Dataset):
     def __getitem__(self, index):
         rgb, gt = self.pairs[index]
         pixels = load_rgb(os.path.join(self.root, rgb), self.normalize) if self.with_rgb else torch.empty(0)
-        depth = load_depth(os.path.join(self.gt_root, gt))
-        if depth.shape[1] > MAX_FRAME[0] or depth.shape[2] > MAX_FRAME[1]:
-            raise DataError(f"{os.path.join(self.gt_root, gt)} is {depth.shape[2]}x{depth.shape[1]}, larger than any "
-                            f"KITTI frame ({MAX_FRAME[1]}x{MAX_FRAME[0]})")
-        padded = torch.zeros(1, *MAX_FRAME)
-        padded[:, :depth.shape[1], :depth.shape[2]] = depth
-        return pixels, padded, rgb
+        path = os.path.join(self.gt_root, gt)
+        return pixels, padded(load_depth(path), path), rgb
 
     def frame_size(self, index):
         """(height, width) of the index-th ground truth (its RGB frame's size), read from the PNG's header."""

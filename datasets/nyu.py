@@ -16,6 +16,8 @@ from .images import MODEL, DataError, depth_values, mean_std, normalized, open_i
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_PATH = os.path.join(HERE, "NYU_Depth_V2")
 DEFAULT_TEST_LIST = os.path.join(HERE, "nyudepthv2_test_files_with_gt.txt")
+BTS_TRAIN_LIST = os.path.join(HERE, "nyudepthv2_train_files_with_gt.txt.gz")  # BTS's 24,231 pairs of the sync folder
+# (cleinc/bts at 5e3406b, train_test_inputs/; Auty & Mikolajczyk's copy is the same file), gzipped
 SPLIT_DIR = os.path.join("official_splits", "test")
 
 RGB_CROP_BOX = (60, 56, 604, 472)  # PIL (left, top, right, bottom): the authors' 544x416 evaluation crop
@@ -29,15 +31,22 @@ BTS_EIGEN_CROP = (45, 471, 41, 601)  # rows, cols: BTS's eval_with_pngs.py and m
 MAX_DEPTH = 10.0  # metres: the ground truth is clipped to it and only depth below it is scored
 FOCAL = 518.8579  # pixels: the focal length (fx) of NYU's colour camera at 640x480, for point clouds
 PREPARE_HINT = "build it with python -m datasets.prepare_nyu (docs/data.md)"
-AUTO_HINT = "--testfile_nyu auto (test_list='auto' in Python)"
 
 
-def read_pairs(data_path, test_list, split="test"):
-    """Sorted (rgb, depth) paths relative to <data_path>/official_splits/<split>, from a list file or 'auto'."""
-    root = os.path.join(data_path, "official_splits", split)
+def split_folder(split):
+    """'test' and 'train': official_splits/<split> (from the labeled .mat); 'sync': BTS's training folder (24,231
+    frames of the raw videos, docs/data.md)."""
+    if split not in ("test", "train", "sync"):
+        raise ValueError(f"NYU split {split!r}: one of test, train (official_splits/train) or sync (BTS's)")
+    return "sync" if split == "sync" else os.path.join("official_splits", split)
+
+
+def read_pairs(data_path, test_list, split="test", list_flag="--testfile_nyu"):
+    """Sorted (rgb, depth) paths relative to <data_path>/<split_folder(split)>, from a list file or 'auto'."""
+    root = os.path.join(data_path, split_folder(split))
     if not os.path.isdir(root):
-        raise DataError(f"no NYU {split} split at {root}: --data_path must hold official_splits/{split}; "
-                        f"{PREPARE_HINT}")
+        hint = "unzip BTS's sync.zip there (docs/data.md)" if split == "sync" else PREPARE_HINT
+        raise DataError(f"no NYU {split} split at {root}: --data_path must hold {split_folder(split)}; {hint}")
     if test_list == "auto":
         pairs = []
         for rgb in sorted(glob.glob(os.path.join(root, "*", "rgb_*.jpg"))):
@@ -47,11 +56,12 @@ def read_pairs(data_path, test_list, split="test"):
         if not pairs:
             raise DataError(f"no <scene>/rgb_*.jpg with a sync_depth_*.png beside it under {root}; {PREPARE_HINT}")
         return pairs
-    pairs = [(rgb, depth) for _, rgb, depth in sorted(read_list(test_list, "--testfile_nyu"))]  # sorted, as theirs
+    pairs = [(rgb, depth) for _, rgb, depth in sorted(read_list(test_list, list_flag))]  # sorted, as theirs
     missing = [p for pair in pairs for p in pair if not os.path.isfile(os.path.join(root, p))]
     if missing:
         raise DataError(f"{len(missing)} files named in {os.path.basename(test_list)} are missing under {root} "
-                        f"(first: {', '.join(missing[:3])}); use {AUTO_HINT} to evaluate the pairs present")
+                        f"(first: {', '.join(missing[:3])}); use {list_flag} auto (test_list='auto' in "
+                        f"Python) to read the pairs present")
     return pairs
 
 
@@ -100,7 +110,9 @@ class NYUDepthV2(torch.utils.data.Dataset):
     (dataset.normalize = model.mean_std) before items are read.
     with_rgb=False leaves the RGB undecoded (an empty tensor in its place), for runs that do not read the pixels:
     baselines, and eval.py's --cache, which decodes (with load_rgb) only the images it has not stored.
-    split: 'test' (official_splits/test) or 'train' (the 795 labeled training images, train.py's).
+    split: 'test' (official_splits/test), 'train' (the 795 labeled training images, train.py's default) or 'sync'
+    (BTS's 24,231 training frames, <data_path>/sync).
+    list_flag: the command-line flag that names the list, for messages.
     whole_frame=True: the whole 480x640 RGB goes in and the ground truth is not clipped (Auty & Mikolajczyk's
     protocol, whose dataloader reads NYU so); the default is the DepthCLIP authors' crop and clipping.
     """
@@ -108,14 +120,14 @@ class NYUDepthV2(torch.utils.data.Dataset):
     load_rgb = staticmethod(load_rgb)
 
     def __init__(self, data_path=DEFAULT_DATA_PATH, test_list=DEFAULT_TEST_LIST, scenes=None, limit=None,
-                 normalize="imagenet", with_rgb=True, whole_frame=False, split="test"):
+                 normalize="imagenet", with_rgb=True, whole_frame=False, split="test", list_flag="--testfile_nyu"):
         if normalize != MODEL:
             mean_std(normalize)  # a bad name fails here, not in the first item
-        self.root = os.path.join(data_path, "official_splits", split)
+        self.root = os.path.join(data_path, split_folder(split))
         self.normalize, self.with_rgb = normalize, with_rgb
         self.box = None if whole_frame else RGB_CROP_BOX
         self.input_size = FRAME if whole_frame else INPUT_SIZE  # what the model sees
-        self.pairs = select(read_pairs(data_path, test_list, split), scenes, limit, scene_of)
+        self.pairs = select(read_pairs(data_path, test_list, split, list_flag), scenes, limit, scene_of)
         if whole_frame:
             self.load_rgb = functools.partial(load_rgb, box=None)
 

@@ -1,13 +1,14 @@
-"""KITTI's Eigen test split: what is there, what to fetch, and fetching only that.
+"""KITTI's Eigen splits: what is there, what to fetch, and fetching only that.
 
     python -m datasets.prepare_kitti --check      # how many list entries are present; the missing drives
     python -m datasets.prepare_kitti --urls       # the archives the test split needs, one URL a line
     python -m datasets.prepare_kitti --download   # fetch and unzip the missing ones (resumes a partial file)
+    python -m datasets.prepare_kitti --split train --check   # the same for BTS's Eigen training list (train.py)
 
 The test split needs the raw-data zips of its 28 drives (the RGB frames, about 17 GB) and the annotated
-depth (data_depth_annotated.zip, 14 GB, of which the test drives' maps are kept). Drive zips unzip into
---data_path as <date>/<drive>/...; the annotated depth's train/ and val/ folders are merged into --gt_path
-as <drive>/proj_depth/..., the layout eval.py --dataset KITTI reads.
+depth (data_depth_annotated.zip, 14 GB, of which the split's drives' maps are kept); the training split needs 33
+other drives' zips. Drive zips unzip into --data_path as <date>/<drive>/...; the annotated depth's train/ and val/
+folders are merged into --gt_path as <drive>/proj_depth/..., the layout eval.py and train.py --dataset KITTI read.
 """
 import os
 import sys
@@ -19,7 +20,7 @@ if __name__ == "__main__" and not __package__:  # run by its path: import from t
 import cli
 from downloads import download
 from datasets.images import DataError, read_list
-from datasets.kitti import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, GT_FOLDER, drive_of
+from datasets.kitti import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, GT_FOLDER, TRAIN_LIST, drive_of
 
 MIRROR = "https://s3.eu-central-1.amazonaws.com/avg-kitti"
 ANNOTATED = "data_depth_annotated.zip"
@@ -66,15 +67,18 @@ def main(argv=None):
     p = cli.ArgumentParser(prog="prepare_kitti", description=__doc__.splitlines()[0])
     action = p.add_mutually_exclusive_group(required=True)
     action.add_argument("--check", action="store_true", help="report what the list needs and what is present")
-    action.add_argument("--urls", action="store_true", help="print the archives the test split needs")
+    action.add_argument("--urls", action="store_true", help="print the archives the split needs")
     action.add_argument("--download", action="store_true", help="fetch and unzip what is missing")
     p.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="the raw-data root (eval.py's --data_path)")
     p.add_argument("--gt_path", help=f"the annotated-depth root (default <data_path>/{GT_FOLDER})")
-    p.add_argument("--testfile_kitti", default=DEFAULT_TEST_LIST, help="the list of test images")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="test: the Eigen test list's drives; "
+                   "train: BTS's Eigen training list's (train.py --dataset KITTI)")
+    p.add_argument("--testfile_kitti", help="another list of images (default: the --split's list)")
     p.add_argument("--mirror", default=MIRROR, help="where the archives are served")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
     args = p.parse_args(argv)
     gt_path = args.gt_path or os.path.join(args.data_path, GT_FOLDER)
+    args.testfile_kitti = args.testfile_kitti or (DEFAULT_TEST_LIST if args.split == "test" else TRAIN_LIST)
     entries = [(rgb, None if gt == "None" else gt) for _, rgb, gt in read_list(args.testfile_kitti, "--testfile_kitti")]
     drives = sorted({drive_of(rgb) for rgb, _ in entries})
     if args.urls:
@@ -103,7 +107,8 @@ def main(argv=None):
     if missing_gt:
         print(f"missing annotated depth: {ANNOTATED} unzipped into {gt_path}")
     if missing_drives or missing_gt:
-        print("python -m datasets.prepare_kitti --download fetches them; --urls lists the archives")
+        again = "" if args.split == "test" else " --split train"
+        print(f"python -m datasets.prepare_kitti{again} --download fetches them; --urls lists the archives")
     return present, missing_drives, missing_gt
 
 

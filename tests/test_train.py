@@ -171,12 +171,27 @@ def test_their_augmentation_written_out():
     rgb = rng.randint(0, 256, (480, 640, 3)).astype(np.uint8)
     depth = rng.randint(1, 9000, (480, 640)).astype(np.uint16)
     draws = Draws()
-    image, gt = train.augment_full(Image.fromarray(rgb), Image.fromarray(depth), draws, draws, (416, 544))
+    image, gt = train.augment_full(Image.fromarray(rgb), Image.fromarray(depth), draws, draws, train.NYU_PIPELINE)
     left, top = 43 + 7, 45 + 3
     box = (slice(top, top + 416), slice(left, left + 544))
     expected = np.clip((rgb[box][:, ::-1] / np.float32(255)) ** 1.05 * 0.8 * np.array([0.95, 1.0, 1.08]), 0, 1)
     np.testing.assert_allclose(image, expected, atol=1e-6)
     np.testing.assert_allclose(gt[..., 0], depth[box][:, ::-1] / np.float32(1000), atol=1e-6)
+
+    # KITTI (their kitti params): the benchmark crop (bottom 352 rows, centred 1216 columns), a random 352x704 crop,
+    # no flip this time, brightness from U(0.9, 1.1), depth / 256
+    rgb = rng.randint(0, 256, (375, 1242, 3)).astype(np.uint8)
+    depth = rng.randint(0, 20000, (375, 1242)).astype(np.uint16)
+    draws = Draws()
+    draws.values = iter([0.5, 0.2, 0.9])
+    draws.ints = iter([100, 0])
+    draws.uniforms = iter([0.95, 1.05])
+    image, gt = train.augment_full(Image.fromarray(rgb), Image.fromarray(depth), draws, draws, train.KITTI_PIPELINE)
+    left, top = (1242 - 1216) // 2 + 100, 375 - 352
+    box = (slice(top, top + 352), slice(left, left + 704))
+    expected = np.clip((rgb[box] / np.float32(255)) ** 0.95 * 1.05 * np.array([0.95, 1.0, 1.08]), 0, 1)
+    np.testing.assert_allclose(image, expected, atol=1e-6)
+    np.testing.assert_allclose(gt[..., 0], depth[box] / np.float32(256), atol=1e-6)
 
 
 def test_full_augmentation_trains_and_is_reproducible(taught, checkpoint, tmp_path):
@@ -187,3 +202,55 @@ def test_full_augmentation_trains_and_is_reproducible(taught, checkpoint, tmp_pa
         runs.append(LearnedPrompts.load(str(out)))
     assert torch.equal(runs[0].tokens["depth"], runs[1].tokens["depth"])
     assert runs[0].source["training"]["augment"] == "full"
+
+
+def test_kitti_trains_on_the_benchmark_crop_from_the_cache_or_the_tower(checkpoint, tmp_path):
+    """KITTI's Eigen training: the cached run (features read from disk every step: --keep_gb 0) has the image
+    tower's losses; the held-out frames are scored; the file says what it trained on."""
+    from synthetic.kitti_like import write_dataset
+    listing = write_dataset(str(tmp_path / "kitti"), count=6)
+    runs = {}
+    for name, extra in (("cached", ["--cache", str(tmp_path / "c"), "--keep_gb", "0"]), ("tower", [])):
+        out = tmp_path / f"{name}.safetensors"
+        train.main(["--dataset", "kitti", "--data_path", str(tmp_path / "kitti"), "--trainfile", listing,
+                    "--clip_model", checkpoint, "--output", str(out), "--batch_size", "2", "--val_count", "2",
+                    "--epochs", "1", "--device", "cpu", "--no_progress", *extra])
+        runs[name] = log_of(out)
+    losses = [[r["loss"] for r in runs[name] if "loss" in r] for name in ("cached", "tower")]
+    assert len(losses[0]) == 2 and losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert runs["cached"][-1]["val"]["abs_rel"] == pytest.approx(runs["tower"][-1]["val"]["abs_rel"], abs=1e-6)
+    learned = LearnedPrompts.load(str(tmp_path / "cached.safetensors"))
+    assert learned.source["training"]["dataset"] == "KITTI" and learned.source["data"]["split"] == "eigen_train"
+    assert max(learned.bins) > 10  # KITTI's range (dset-even-7 over 0.001-80 m), not NYU's
+
+
+def test_bts_lists_ship_and_the_sync_folder_reads(tmp_path):
+    """BTS's training lists (gzipped, leading slashes as BTS writes them) and NYU's sync folder."""
+    from PIL import Image
+    from datasets import kitti, nyu
+    from datasets.images import read_list
+    assert len(read_list(nyu.BTS_TRAIN_LIST, "--trainfile")) == 24231
+    assert len(read_list(kitti.TRAIN_LIST, "--trainfile")) == 23158
+    first = read_list(nyu.BTS_TRAIN_LIST, "--trainfile")[0]
+    assert first[0].startswith("/") and not first[1].startswith("/")  # the line as written, the path relative
+    scene = tmp_path / "sync" / "kitchen_0028b"
+    scene.mkdir(parents=True)
+    Image.fromarray(np.zeros((480, 640, 3), np.uint8)).save(scene / "rgb_00045.jpg")
+    Image.fromarray(np.full((480, 640), 2500, np.uint16)).save(scene / "sync_depth_00045.png")
+    import gzip
+    with gzip.open(tmp_path / "list.txt.gz", "wt") as f:
+        f.write("/kitchen_0028b/rgb_00045.jpg /kitchen_0028b/sync_depth_00045.png 518.8579\n")
+    data = nyu.NYUDepthV2(str(tmp_path), str(tmp_path / "list.txt.gz"), split="sync")
+    rgb, gt, name = data[0]
+    assert name == "kitchen_0028b/rgb_00045.jpg" and rgb.shape == (3, 416, 544) and float(gt.max()) == 2.5
+    with pytest.raises(ValueError, match="no NYU sync split at .*unzip BTS's sync.zip"):
+        nyu.NYUDepthV2(str(tmp_path / "elsewhere"), nyu.BTS_TRAIN_LIST, split="sync")
+
+
+def test_nyu_split_flags_on_kitti_are_refused(checkpoint, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset", "KITTI", "--train_split", "sync", "--clip_model", checkpoint, "--output",
+                    str(tmp_path / "x.safetensors")])
+    assert exit_info.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1].split("error: ", 1)[1]
+    assert documented(line) and not os.listdir(tmp_path)
