@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -61,18 +62,32 @@ def make_inputs(folder, images, geometry=RN50_GEOMETRY):
     return checkpoint, os.path.join(folder, "timed"), os.path.join(folder, "warmup")
 
 
-def eval_process_peak_rss(checkpoint, data_path, workers, *extra):
+def eval_process_peak_rss(checkpoint, data_path, workers, runtime, *extra):
     """Peak resident memory (MiB) of `python eval.py` on the CPU, run as its own process.
 
     Read from the process's own /proc/self/status (VmHWM) at its end: getrusage of a child would also count
     this process's memory, which the child shares until it loads eval.py.
     """
     argv = ["eval.py", "--clip_model", checkpoint, "--data_path", data_path, "--testfile_nyu", "auto",
-            "--device", "cpu", "--precision", "fp32", "--workers", str(workers), *extra]
+            "--device", "cpu", "--precision", "fp32", "--workers", str(workers), "--runtime", runtime, *extra]
     probe = (f"import runpy, sys; sys.argv = {argv!r}; runpy.run_path('eval.py', run_name='__main__'); "
              "print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, check=True, capture_output=True, text=True)
     return int(result.stdout.strip().splitlines()[-1].split()[1]) / 1024  # 'VmHWM:  123456 kB'
+
+
+def runtime_startup(checkpoint, device, precision, runtime, folder):
+    """Seconds from nothing to a first NYU-sized depth map (MonoCLIP loaded, runtime checked, the image passed
+    through): with an empty export cache (cold: the check's graph and this size's exported) and again (warm)."""
+    cache = os.path.join(folder, "graphs")
+    seconds = {}
+    with mock.patch.dict(os.environ, {"DEPTHCLIP_GRAPH_CACHE": cache}):
+        for name in ("cold", "warm"):
+            start = time.perf_counter()
+            model = MonoCLIP(checkpoint, device=device, precision=precision, runtime=runtime)
+            model.predict(torch.zeros(1, 3, *INPUT_SIZE))
+            seconds[f"{name}_seconds"] = time.perf_counter() - start
+    return {"runtime": model.backbone.runtime_name(), **seconds}
 
 
 def cpu_name():
@@ -158,11 +173,11 @@ def eval_seconds(argv):
         return evaluation.main(argv)["timing"]["seconds"]
 
 
-def experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats):
+def experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats, runtime):
     """eval.py timed on one prompt setting against the 8-setting ablation sweep, and a cold --cache run
     against a warm one with a setting the cache has not seen, in alternating rounds."""
     common = ["--clip_model", checkpoint, "--data_path", data_path, "--testfile_nyu", "auto", "--device", str(device),
-              "--precision", precision, "--batch_size", str(batch_size), "--workers", str(workers)]
+              "--precision", precision, "--batch_size", str(batch_size), "--workers", str(workers), "--runtime", runtime]
     with open(ABLATIONS) as f:
         settings = len(json.load(f))
     one, sweep, cold, warm = [], [], [], []
@@ -214,7 +229,7 @@ def text_tower_seconds(model, repeats):
             "shortened_seconds": spread(short), "speedup": statistics.median(full) / statistics.median(short)}
 
 
-def training_seconds(checkpoint, folder, images):
+def training_seconds(checkpoint, folder, images, runtime):
     """train.py on `images` generated NYU-sized training rooms (batch 16, their layout): one epoch through the image
     tower (--augment none), the cache's first fill, one epoch from the warm cache; peak RSS and the cache's size."""
     from synthetic.nyu_like import write_dataset
@@ -222,7 +237,7 @@ def training_seconds(checkpoint, folder, images):
     write_dataset(root, count=images, seed=2)
     os.rename(os.path.join(root, "official_splits", "test"), os.path.join(root, "official_splits", "train"))
     common = [sys.executable, os.path.join(ROOT, "train.py"), "--data_path", root, "--clip_model", checkpoint,
-              "--val_count", "1", "--device", "cpu", "--no_progress"]
+              "--val_count", "1", "--device", "cpu", "--no_progress", "--runtime", runtime]
     probe = "; print(next(line for line in open('/proc/self/status') if line.startswith('VmHWM')))"
     seconds = {}
     for name, extra in [("uncached", []), ("cache_fill", ["--cache", os.path.join(folder, "tcache")]),
@@ -257,7 +272,8 @@ def progress(message):
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY, train_images=0):
+def run(images, device, precision, batch_size, workers, folder, repeats=3, geometry=RN50_GEOMETRY, train_images=0,
+        runtime="auto"):
     """Time (a) and (b) on the same generated images, the median of `repeats` rounds; returns the report."""
     if repeats < 3:
         progress(f"warning: {repeats} round(s): a median of fewer than 3 rounds is not comparable between runs or "
@@ -271,7 +287,8 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
 
     authors_precision = pick_precision("auto", device)  # fp16 on a GPU, fp32 on a CPU: as they ran it
     authors_model = AuthorsModel(checkpoint, device, authors_precision)
-    model = MonoCLIP(checkpoint, device=device, precision=precision)
+    startup = runtime_startup(checkpoint, device, precision, runtime, folder)
+    model = MonoCLIP(checkpoint, device=device, precision=precision, runtime=runtime)
     progress("warming up both loops")
     authors_loop(authors_model, warmup)
     eval_loop(model, warmup, batch_size, workers)
@@ -288,7 +305,8 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     report = {
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                    "torch": torch.__version__},
+                    "torch": torch.__version__, "runtime": model.backbone.runtime_name()},
+        "startup": startup,
         "images": images, "repeats": repeats, "precision": precision, "batch_size": batch_size, "workers": workers,
         "authors_loop": {"seconds": authors_seconds, "images_per_second": images / authors_seconds,
                          "trunk_gflop_per_second": 2 * images * gflop / authors_seconds, "precision": authors_precision,
@@ -311,14 +329,16 @@ def run(images, device, precision, batch_size, workers, folder, repeats=3, geome
     if device.type == "cuda":
         report["peak_gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
     elif os.path.exists("/proc/self/status"):  # Linux
-        report["eval_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers)
-        report["sweep_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, "--sweep", ABLATIONS)
-    report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats)
+        report["eval_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, runtime)
+        report["sweep_process_peak_rss_mib"] = eval_process_peak_rss(checkpoint, data_path, workers, runtime,
+                                                                     "--sweep", ABLATIONS)
+    report["experiments"] = experiments(checkpoint, data_path, device, precision, batch_size, workers, folder, repeats,
+                                        runtime)
     report["playground"] = playground_latency(model, repeats)
     report["text_tower"] = text_tower_seconds(model, repeats)
     if train_images:
         progress(f"train.py on {train_images} generated training images: uncached, cache fill, warm cache")
-        report["training"] = training_seconds(checkpoint, folder, train_images)
+        report["training"] = training_seconds(checkpoint, folder, train_images, runtime)
     return report
 
 
@@ -326,6 +346,9 @@ def print_report(r):
     machine = r["machine"]
     print(f"{r['images']} images, median of {r['repeats']} alternating rounds, on {machine['gpu'] or machine['cpu']} "
           f"({machine['device']}, {machine['threads']} threads), torch {machine['torch']}")
+    startup = r["startup"]
+    print(f"image tower: {machine['runtime']}; start-up to a first depth map {startup['cold_seconds']:.1f} s with an "
+          f"empty export cache, {startup['warm_seconds']:.1f} s warm")
     print(f"{'loop':<36}{'images/s':>10}{'s/image':>10}{'trunk GFLOP/s':>15}")
     for name, loop in [(f"(a) authors' ({r['authors_loop']['precision']}, batch 1)", r["authors_loop"]),
                        (f"(b) eval.py ({r['precision']}, batch {r['batch_size']})", r["eval_loop"])]:
@@ -376,7 +399,7 @@ def main(argv=None):
     with cli.OutputFile(args.output) if args.output else contextlib.nullcontext() as output:
         try:
             report = run(args.images, args.device, args.precision, args.batch_size, args.workers, folder, args.repeats,
-                         train_images=args.train_images)
+                         train_images=args.train_images, runtime=args.runtime)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         print_report(report)

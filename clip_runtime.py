@@ -13,6 +13,7 @@ channels_last, one view per pass on a CPU); and the settings that results files 
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import sys
 
@@ -22,10 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+import cli
 import clip
 import open_clip_adapter
 from clip.clip import CLIP_MEAN, CLIP_STD, checkpoint_sha256
 from downloads import sha256_of_file
+from graph_runtime import AUTO_ORDER, CHECK_METRES, RUNTIMES, GraphTower, check_image, version
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # auto: fp16 on CUDA (the authors' setting), fp32 on CPU
 
@@ -55,6 +58,74 @@ class FrozenCLIP:
         if fold and self.precision != "fp16" and "trunk" in self.model.dense_features:
             fold_batchnorm(self.model.visual)  # ~12% faster on a CPU; outputs move by float rounding (~1e-6 m)
         self.model.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
+        self.folded = fold
+        self.image_tower, self.runtime = self.model, "torch"  # what runs encode_image_dense (use_runtime)
+
+    def use_runtime(self, runtime, kind, depth_of):
+        """Run the image tower through a graph runtime from now on ('openvino', 'onnxruntime'; 'auto': the first of
+        AUTO_ORDER installed that passes the check, else PyTorch with one line on stderr saying why; 'torch': as
+        loaded). The check: depth_of(tower, images) -> (B, 1, h, w) metres through a tower (the CLIP, or a
+        GraphTower in fp32) on graph_runtime.check_image must agree within CHECK_METRES (for the dense feature
+        `kind`; its result is kept beside the export, so a later load runs no image tower for it). Runtimes run on a CPU
+        in fp32 or bf16 with BatchNorm folded; elsewhere 'auto' keeps PyTorch. ValueError when a named runtime is
+        missing, cannot run these settings or fails the check."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        if runtime == "torch":
+            return
+        if self.device.type != "cpu" or self.precision == "fp16" or not self.folded:
+            if runtime == "auto":
+                return
+            raise ValueError(f"--runtime {runtime} runs the image tower on a CPU in fp32 or bf16 with CLIP frozen; "
+                             f"this run is {self.device.type} {self.precision}"
+                             f"{'' if self.folded else ' with BatchNorm in train mode'}: use --runtime torch")
+        s = self.stride
+        images = check_image(7 * s, 9 * s)
+        reasons = []
+        for name in AUTO_ORDER if runtime == "auto" else (runtime,):
+            if runtime == "auto" and version(name) is None:
+                reasons.append(f"{name} is not installed")
+                continue
+            try:
+                tower = GraphTower(name, self.model, self.weights_id(), self.precision)
+                exact = tower if self.precision == "fp32" else GraphTower(name, self.model, self.weights_id(), "fp32")
+                difference = self.checked(exact, kind, images, depth_of)
+            except ValueError as error:
+                if runtime != "auto":
+                    raise
+                reasons.append(str(error).split(";")[0])
+                continue
+            if difference <= CHECK_METRES:
+                self.image_tower, self.runtime = tower, name
+                return
+            reason = f"{name}'s depth differs from PyTorch's by {difference:.2g} m on the check image"
+            if runtime != "auto":
+                raise ValueError(f"--runtime {name}: its depth differs from PyTorch's by {difference:.2g} m on the "
+                                 f"check image (more than {CHECK_METRES:g} m); use --runtime torch")
+            reasons.append(reason)
+        print(f"note: --runtime auto runs the image tower with PyTorch ({'; '.join(reasons)})", file=sys.stderr)
+
+    def checked(self, tower, kind, images, depth_of):
+        """The largest |depth difference| (m) between a GraphTower and PyTorch on the check image, computed once per
+        export and runtime version and then read from beside the export."""
+        record = tower.check_record(kind, tuple(images.shape[-2:]))
+        if os.path.isfile(record):
+            try:
+                with open(record) as f:
+                    return float(json.load(f)["largest_depth_difference_m"])
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: check again
+        with torch.inference_mode():
+            difference = (depth_of(tower, images) - depth_of(self.model, images)).abs().max().item()
+        try:
+            cli.write_file(record, json.dumps({"largest_depth_difference_m": difference}).encode())
+        except ValueError:
+            pass  # a read-only cache: the check runs again next time
+        return difference
+
+    def runtime_name(self):
+        """'torch 2.14.1', 'openvino 2026.4.1', ...: what runs the image tower, for results and the feature cache."""
+        return f"{self.runtime} {version(self.runtime)}"
 
     @property
     def stride(self):
@@ -78,7 +149,7 @@ class FrozenCLIP:
         return x.to(self.device)  # channels_last weights make every convolution run channels_last
 
     def autocast(self):
-        if self.precision == "bf16":
+        if self.precision == "bf16" and self.runtime == "torch":  # a graph runtime runs its own bf16
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -95,7 +166,7 @@ class FrozenCLIP:
         """What results files record about the model: name (a file as its absolute path), SHA256, precision, device."""
         name = os.path.abspath(self.name) if os.path.isfile(self.name) else self.name
         return {"clip_model": name, "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision,
-                "device": str(self.device), **({"batchnorm_statistics_sha256": self.visual_state_sha256}
+                "device": str(self.device), "runtime": self.runtime_name(), **({"batchnorm_statistics_sha256": self.visual_state_sha256}
                                               if self.visual_state_sha256 else {})}
 
     def weights_id(self):

@@ -208,13 +208,14 @@ class MonoCLIP(nn.Module):
     BatchNorm statistics, if a checkpoint adapted them, replace CLIP's); depth_classes, bins, templates, objects
     and temperature build a DepthPrompts instead, as a convenience. Other settings can be encoded with
     encode_prompts and handed to depth_from_features, reusing one image pass. clip_model, device, precision: see
-    clip_runtime.FrozenCLIP.
+    clip_runtime.FrozenCLIP; runtime: what runs the image tower on a CPU ('torch', the default here; 'auto',
+    'openvino', 'onnxruntime': FrozenCLIP.use_runtime, which checks it against PyTorch first).
     Raises ValueError for a setting the method or the backbone cannot run (naming it).
     """
 
     def __init__(self, clip_model=CLIP_MODEL, depth_classes=None, bins=None, templates=None, objects=None,
                  temperature=None, device=None, features="paper", precision="auto", download_root=None,
-                 prompts=None, fold_batchnorm=True):
+                 prompts=None, fold_batchnorm=True, runtime="torch"):
         super().__init__()
         keywords = dict(depth_classes=depth_classes, bins=bins, templates=templates, objects=objects,
                         temperature=temperature)
@@ -230,6 +231,8 @@ class MonoCLIP(nn.Module):
         self.clip = self.backbone.model
         check_dense_features(self.clip, features, clip_model)
         self.encoded = self.encode_prompts(self.prompts)
+        self.backbone.use_runtime(runtime, FEATURES[features][0],
+                                  lambda tower, x: depth_head(*dense_patch_features(tower, x, features), self.encoded))
 
     def encode_prompts(self, prompts):
         """A language side (DepthPrompts, LearnedPrompts) -> EncodedPrompts with this model's text tower (its own
@@ -251,7 +254,7 @@ class MonoCLIP(nn.Module):
     def patch_features(self, x):
         """The image side: (B, 3, H, W) normalized images -> ((B, hw, C), (h, w)), on this model's device."""
         with self.backbone.autocast():
-            return dense_patch_features(self.clip, self.backbone.fit(x), self.features)
+            return dense_patch_features(self.backbone.image_tower, self.backbone.fit(x), self.features)
 
     def bin_weights(self, x):
         """(B, 3, H, W) normalized images -> (B, K, h, w): each patch's softmax over the K depth prompts."""
@@ -296,9 +299,11 @@ class MonoCLIP(nn.Module):
 
     def image_settings(self):
         """What determines the image side's output wherever the weights file lies and on whichever GPU: the
-        weights' SHA256 (open_clip's model and tag), dense feature, precision, device type (the feature cache's key)."""
+        weights' SHA256 (open_clip's model and tag), dense feature, precision, device type, and a graph runtime with
+        its version where one runs the tower (the feature cache's key: a cached feature never mixes runtimes)."""
         return {"weights": self.backbone.weights_id(), "features": self.features, "precision": self.precision,
-                "device": self.device.type}
+                "device": self.device.type, **({"runtime": self.backbone.runtime_name()}
+                                               if self.backbone.runtime != "torch" else {})}
 
     def image_config(self):
         """The image side's settings as results files record them."""

@@ -7,6 +7,7 @@ import os
 import open_clip_adapter
 from cli import ArgumentParser
 from clip_runtime import PRECISIONS
+from graph_runtime import RUNTIMES
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
 from datasets.images import MIN_DEPTH
 from datasets.nyu import INPUT_SIZE
@@ -116,6 +117,9 @@ def add_running_arguments(p):
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--precision", default="auto", choices=PRECISIONS,
                      help="auto: fp16 on CUDA (the authors' setting), fp32 on CPU; bf16 runs under autocast")
+    run.add_argument("--runtime", default="auto", choices=RUNTIMES, help="what runs the image tower on a CPU: auto: "
+                     "OpenVINO, else ONNX Runtime, whichever is installed and passes a check against PyTorch at load, "
+                     "else PyTorch (one line says why); GPUs and fp16 keep PyTorch")
     run.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return run
 
@@ -184,7 +188,7 @@ def load_prompts(path, config=None, temperature=None):
 def build_monoclip(args, device=None):
     """The MonoCLIP the flags describe (device: one already chosen, e.g. a torchrun rank's; default --device)."""
     return MonoCLIP(args.clip_model, prompts=prompts_from(vars(args)), device=device or args.device,
-                    features=args.features, precision=args.precision)
+                    features=args.features, precision=args.precision, runtime=args.runtime)
 
 
 def normalization(args, model):

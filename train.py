@@ -394,7 +394,7 @@ def train(args, rank=0, world=1, device=None):
     torch.manual_seed(args.seed)
     template, depth, object_word, bins = layout_settings(args)
     model = MonoCLIP(args.clip_model, device=device or args.device, precision="fp32",
-                     fold_batchnorm=args.bn != "train")
+                     fold_batchnorm=args.bn != "train", runtime=args.runtime)
     width = model.clip.token_embedding.weight.shape[1]
     tokens = initial_tokens(template, depth, object_word, width, args.seed)
     prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature)

@@ -3,6 +3,7 @@ optional packages imported or their tests skipped with the reason."""
 import importlib
 import json
 import os
+import tempfile
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from synthetic.checkpoint import make_state_dict
 from synthetic.nyu_like import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("DEPTHCLIP_GRAPH_CACHE", tempfile.mkdtemp(prefix="depthclip-graphs-"))  # the runtimes'
+# exports (graph_runtime.py) go to a folder of this session's, not the user's ~/.cache
 
 
 def optional(name):
