@@ -146,3 +146,81 @@ def per_image_errors_auty(gt, pred, dataset="NYU", frame_sizes=None):
         valid &= region
         rows.append(score(truth[valid], depth[valid], high))
     return stacked(rows)
+
+
+# ---------------------------------------------------------------- the zero-shot suite (datasets/zeroshot.py)
+ALIGNMENTS = ("none", "median", "lstsq", "lstsq_disparity")  # --align
+ZEROSHOT_METRICS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", "a2", "a3", "i_rmse", "silog"]
+MARIGOLD_FLOOR = 1e-6  # metres: the last clip of every prediction in Marigold's eval.py (keeps logs finite)
+DISPARITY_FLOOR = 1e-3  # Marigold's clip of an aligned disparity before inverting it ("avoid 0 disparity")
+
+
+def least_squares(gt, pred, valid, max_resolution=None):
+    """(scale, shift) minimizing |scale * pred + shift - gt| over valid pixels: Marigold's align_depth_least_square
+    (src/util/alignment.py), numpy's lstsq in the arrays' float32. max_resolution: as theirs, a nearest-neighbour
+    downsampling by min(max_resolution / (H, W)) before the fit; their call hands torch a (1, H, W) tensor, which
+    torch reads as one row of H channels, so only the width shrinks: kept so, as ETH3D's published numbers were
+    aligned so."""
+    if max_resolution is not None:
+        factor = np.min(max_resolution / np.array(gt.shape[-2:]))
+        if factor < 1:
+            shrink = lambda a: torch.nn.functional.interpolate(  # noqa: E731
+                torch.as_tensor(a)[None], scale_factor=float(factor), mode="nearest")
+            gt, pred, valid = shrink(gt).numpy(), shrink(pred).numpy(), shrink(valid.astype(np.float32)).bool().numpy()
+    design = np.concatenate([pred[valid].reshape(-1, 1), np.ones_like(pred[valid].reshape(-1, 1))], axis=-1)
+    scale, shift = np.linalg.lstsq(design, gt[valid].reshape(-1, 1), rcond=None)[0]
+    return float(scale[0]), float(shift[0])
+
+
+def aligned(gt, pred, valid, how, max_resolution=None):
+    """gt, pred: (H, W) float32 metres; valid: (H, W) bool -> (prediction after --align, scale, shift).
+
+    none; median: pred * median(gt) / median(pred) (monodepth2's, today's --median_scale); lstsq: scale and shift
+    in depth (Marigold's least_square); lstsq_disparity: in inverse depth (Marigold's least_square_disparity, the
+    MiDaS / Depth Anything convention), on pixels where gt and pred are positive, the aligned disparity clipped at
+    1e-3 before inverting. Marigold feeds a relative model's disparity output to that fit; DepthCLIP predicts
+    depth, so its inverse goes in."""
+    if how == "none":
+        return pred, 1.0, 0.0
+    if how == "median":
+        scale = float(np.median(gt[valid]) / np.median(pred[valid]))
+        return pred * np.float32(scale), scale, 0.0
+    if how == "lstsq":
+        scale, shift = least_squares(gt, pred, valid, max_resolution)
+        return pred * np.float32(scale) + np.float32(shift), scale, shift
+    gt_disparity, pred_disparity = inverse(gt), inverse(pred)
+    scale, shift = least_squares(gt_disparity, pred_disparity, valid & (gt > 0) & (pred > 0), max_resolution)
+    disparity = np.clip(pred_disparity * np.float32(scale) + np.float32(shift), DISPARITY_FLOOR, None)
+    return inverse(disparity), scale, shift
+
+
+def inverse(depth):
+    """1 / depth where depth > 0, else 0: Marigold's depth2disparity (and disparity2depth)."""
+    out = np.zeros_like(depth)
+    positive = depth > 0
+    out[positive] = 1.0 / depth[positive]
+    return out
+
+
+def zeroshot_errors(gt, pred, valid, clip):
+    """gt, pred: (H, W) metres (pred aligned), valid: (H, W) bool, clip: the dataset's (min, max) -> {metric: float}:
+    Marigold's metrics (src/util/metric.py; ZoeDepth's compute_errors are the same per image) over the valid pixels
+    of one image, after the prediction is clipped to the dataset's range and then to at least 1e-6, as their
+    eval.py does. silog is x100 as theirs; i_rmse is in 1/m."""
+    pred = np.clip(np.clip(pred, *clip), MARIGOLD_FLOOR, None)
+    g, p = torch.from_numpy(gt[valid]).double(), torch.from_numpy(np.ascontiguousarray(pred[valid])).double()
+    ratio = torch.maximum(p.float() / g.float(), g.float() / p.float())  # float32 as theirs: a pixel at a
+    # threshold falls on the same side
+    log_diff = torch.log(p) - torch.log(g)
+    return {
+        "abs_rel": ((p - g).abs() / g).mean().item(),
+        "sq_rel": ((p - g) ** 2 / g).mean().item(),
+        "rmse": ((p - g) ** 2).mean().sqrt().item(),
+        "rmse_log": (log_diff ** 2).mean().sqrt().item(),
+        "log10": (torch.log10(p) - torch.log10(g)).abs().mean().item(),
+        "a1": (ratio < 1.25).double().mean().item(),
+        "a2": (ratio < 1.25 ** 2).double().mean().item(),
+        "a3": (ratio < 1.25 ** 3).double().mean().item(),
+        "i_rmse": ((1 / p - 1 / g) ** 2).mean().sqrt().item(),
+        "silog": (((log_diff ** 2).mean() - log_diff.mean() ** 2).sqrt() * 100).item(),
+    }

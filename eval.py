@@ -29,25 +29,27 @@ import cli
 import options
 import sweep
 import visualize
-from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, per_image_errors_auty,
-                             per_image_errors_KITTI, per_image_errors_NYU)
-from datasets import DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize
+from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, ZEROSHOT_METRICS, aligned, per_image_errors_auty,
+                             per_image_errors_KITTI, per_image_errors_NYU, zeroshot_errors)
+from datasets import (DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize,
+                      zeroshot)
 from feature_cache import FeatureCache
 from clip_runtime import pick_device, start_distributed
 
 
 # ---------------------------------------------------------------- predictors: (rgb, files, indices) -> [pred per run]
-def lower_bound(seed, size):
-    """The paper's lower bound: every pixel of image i an independent U(0, 10) draw, seeded by (seed, i)."""
+def lower_bound(seed, size_of):
+    """The paper's lower bound: every pixel of image i an independent U(0, 10) draw, seeded by (seed, i).
+    size_of(indices) -> the (rows, cols) predicted."""
     def predict(rgb, files, indices):
-        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *size)) for i in indices]
+        draws = [np.random.default_rng([seed, i]).uniform(0, 10, (1, *size_of(indices))) for i in indices]
         return [torch.from_numpy(np.stack(draws).astype(np.float32))]
     return predict
 
 
-def constant(depth, size):
+def constant(depth, size_of):
     def predict(rgb, files, indices):
-        return [torch.full((len(files), 1, *size), float(depth))]
+        return [torch.full((len(files), 1, *size_of(indices)), float(depth))]
     return predict
 
 
@@ -62,9 +64,15 @@ def depthclip(model, encoded_prompts, flip, cache=None, dataset=None, clamp=None
             patches, grid = cache.view_features(model, [os.path.join(dataset.root, f) for f in files],
                                                 functools.partial(dataset.load_rgb, normalize=dataset.normalize),
                                                 flip)
-        return [model.depth_from_features(patches, grid, dataset.input_size, flip, prompts, clamp)
-                for prompts in encoded_prompts]
+        size = size_of(dataset, indices)
+        return [model.depth_from_features(patches, grid, size, flip, prompts, clamp) for prompts in encoded_prompts]
     return predict
+
+
+def size_of(dataset, indices):
+    """The (rows, cols) a batch's depth is predicted at: the dataset's input size, or (the zero-shot suite, one image
+    a batch) its ground truth's."""
+    return dataset.output_size(indices) if hasattr(dataset, "output_size") else dataset.input_size
 
 
 def nyu_errors(gt, pred, indices):
@@ -142,9 +150,9 @@ def save_bin_weights(model, dataset, index, folder):
 UNSCORED = "no pixel with valid ground truth in the scored region"  # why an image is left out of the means
 
 
-def mean_metrics(rows):
+def mean_metrics(rows, names=METRICS):
     """{metric: mean over the rows}; None for each when there is no row (nothing could be scored)."""
-    return {name: float(np.mean([row[name] for row in rows])) if rows else None for name in METRICS}
+    return {name: float(np.mean([row[name] for row in rows])) if rows else None for name in names}
 
 
 def split_unscored(rows):
@@ -154,13 +162,13 @@ def split_unscored(rows):
     return scored, unscored
 
 
-def summarize(rows, scene_of=scene_of):
-    """Mean metrics over all images and per scene (NYU) or drive (KITTI)."""
+def summarize(rows, scene_of=scene_of, names=METRICS):
+    """Mean metrics over all images and per scene (NYU; the zero-shot suite's first folder) or drive (KITTI)."""
     by_scene = defaultdict(list)
     for row in rows:
         by_scene[scene_of(row["file"])].append(row)
-    per_scene = {scene: {"count": len(r), "metrics": mean_metrics(r)} for scene, r in sorted(by_scene.items())}
-    return mean_metrics(rows), per_scene
+    per_scene = {scene: {"count": len(r), "metrics": mean_metrics(r, names)} for scene, r in sorted(by_scene.items())}
+    return mean_metrics(rows, names), per_scene
 
 
 def format_table(rows_by_name):
@@ -194,6 +202,7 @@ class Run:
     dataset: object = None
     scene_of: object = None  # a file -> its scene (NYU) or drive (KITTI)
     errors: object = None  # (gt, pred, indices) -> {metric: (B,)}
+    metric_names: list = dataclasses.field(default_factory=lambda: METRICS)
     dataset_config: dict = None
     cache: FeatureCache = None
     workers: int = 0
@@ -212,6 +221,7 @@ def run(args, settings, output):
     if args.method == "monoclip":
         r.model = options.build_monoclip(args, r.device)
         r.dataset.normalize = options.normalization(args, r.model)
+        r.dataset.stride = r.model.stride  # the zero-shot suite sizes each image for it
         if settings is None:
             r.settings = [(args.method, r.model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
         if args.cache:
@@ -251,6 +261,19 @@ def open_dataset(r):
         r.errors = (lambda gt, pred, indices: per_image_errors_auty(gt, pred, "NYU")) if auty else \
             (lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale))
         r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
+    elif args.dataset in zeroshot.PROTOCOLS:
+        protocol = zeroshot.PROTOCOLS[args.dataset]
+        listing = args.testfile or zeroshot.default_list(args.dataset, args.diode_split)
+        r.dataset = zeroshot.ZeroShot(args.dataset, args.data_path, listing, normalize, args.long_side,
+                                      limit=args.limit)
+        r.scene_of = zeroshot.scene_of
+        r.metric_names = ZEROSHOT_METRICS
+        r.errors = lambda gt, pred, indices: zeroshot_batch_errors(gt, pred, protocol, args.align)
+        r.dataset_config = {"data_path": os.path.abspath(args.data_path), "source": protocol.source,
+                            "list": list_config(listing) if listing else None, "long_side": args.long_side,
+                            "valid_range": json_bounds(protocol.valid_range),
+                            "prediction_clip": json_bounds(protocol.clip), "box": protocol.box,
+                            "align": args.align, "align_max_resolution": protocol.align_max_resolution}
     else:
         data_path = args.data_path or kitti.DEFAULT_DATA_PATH
         r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
@@ -265,16 +288,32 @@ def open_dataset(r):
                             "eval_crop": args.eval_crop, "cap": args.cap}
 
 
+def json_bounds(bounds):
+    """(min, max) with an infinite bound as None (JSON has no infinity); None stays None."""
+    return bounds and [None if math.isinf(b) else b for b in bounds]
+
+
+def zeroshot_batch_errors(gt, pred, protocol, align):
+    """gt (B, 1, H, W) metres, 0 where not scored (datasets.zeroshot), pred (B, 1, H, W) -> {metric: (B,)}, with each
+    image's alignment scale and shift."""
+    rows = []
+    for truth, depth in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy()):
+        valid = truth > 0
+        depth, scale, shift = aligned(truth, depth, valid, align, protocol.align_max_resolution)
+        rows.append({**zeroshot_errors(truth, depth, valid, protocol.clip), "scale": scale, "shift": shift})
+    return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
+
+
 def list_config(test_list):
     return test_list if test_list == "auto" else os.path.abspath(test_list)
 
 
 def predictor(r):
     """(rgb, files, indices) -> [prediction per setting]: DepthCLIP's, or the baseline's."""
-    size = r.dataset.input_size
+    sizes = functools.partial(size_of, r.dataset)
     if r.model is None:
-        return lower_bound(r.args.seed, size) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
-                                                                                              size)
+        return lower_bound(r.args.seed, sizes) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
+                                                                                               sizes)
     encoded = [r.model.encode_prompts(prompts) for _, prompts, _ in r.settings]
     clamp = AUTY_DEPTH_RANGE[r.args.dataset] if r.args.protocol == "auty2023" else None
     return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset, clamp)
@@ -331,7 +370,7 @@ def make_report(r, rows, views, seconds):
     results = []
     for (name, prompts, names), setting_rows in zip(r.settings, rows):
         scored, unscored = split_unscored(setting_rows)
-        metrics, per_scene = summarize(scored, r.scene_of)
+        metrics, per_scene = summarize(scored, r.scene_of, r.metric_names)
         results.append({"name": name, "count": len(scored), "metrics": metrics, "per_scene": per_scene,
                         "per_image": scored, "config": run_config(r, prompts, names)})
         if unscored:

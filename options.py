@@ -8,7 +8,8 @@ import open_clip_adapter
 from cli import ArgumentParser
 from clip_runtime import PRECISIONS
 from graph_runtime import RUNTIMES
-from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti
+from calculate_error import ALIGNMENTS
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti, zeroshot
 from datasets.images import MIN_DEPTH
 from datasets.nyu import INPUT_SIZE
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
@@ -28,6 +29,7 @@ PROTOCOLS = {
                 "crop), each view clamped to the depth range, min < gt <= max, BTS's Eigen crop 45:471, 41:601 "
                 "(KITTI: Garg's)",
 }
+DATASETS = ["NYU", "KITTI", *zeroshot.PROTOCOLS]  # eval.py --dataset
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 
@@ -200,18 +202,30 @@ def eval_options():
     p = parser("eval.py", "Evaluate DepthCLIP, or a baseline, on NYU Depth V2 (the authors' protocol, Table 1 of the "
                "paper) or KITTI's Eigen split (BTS's or the authors' protocol).")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="NYU", choices=["NYU", "KITTI"])
-    data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/test (default {DEFAULT_DATA_PATH}); "
-                      f"KITTI: the raw-data root holding <date>/<drive> (default {kitti.DEFAULT_DATA_PATH})")
+    data.add_argument("--dataset", default="NYU", type=str.upper, choices=DATASETS, help="(any capitals) NYU, KITTI, "
+                      "or the zero-shot suite: ETH3D, SCANNET, DIODE (Marigold's), IBIMS, SUNRGBD (ZoeDepth's)")
+    data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/test (default "
+                      f"{DEFAULT_DATA_PATH}); KITTI: the raw-data root holding <date>/<drive> (default "
+                      f"{kitti.DEFAULT_DATA_PATH}); the zero-shot suite: the dataset's folder (docs/data.md)")
     data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
                       help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
     data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
                       "e.g. bathroom,classroom")
     data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
-    data.add_argument("--median_scale", action="store_true", help="scale each prediction by median(gt)/median(pred) "
+    data.add_argument("--align", choices=ALIGNMENTS, help="per image before scoring: none (default); median: "
+                      "x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in depth "
+                      "(Marigold's); lstsq_disparity: the same in inverse depth (MiDaS, Depth Anything). lstsq and "
+                      "lstsq_disparity: the zero-shot suite")
+    data.add_argument("--median_scale", action="store_true", help="--align median: scale each prediction by "
+                      "median(gt)/median(pred) "
                       "over its valid pixels before scoring (monodepth2's evaluation); the scales go to the JSON")
     data.add_argument("--protocol", default="depthclip", choices=list(PROTOCOLS),
                       help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    suite = p.add_argument_group("the zero-shot suite (--dataset ETH3D|SCANNET|DIODE|IBIMS|SUNRGBD; docs/data.md)")
+    suite.add_argument("--testfile", help="another split list in the source's format (Marigold's datasets; default: "
+                       "the list shipped in datasets/lists)")
+    suite.add_argument("--diode_split", default="all", choices=zeroshot.DIODE_SPLITS, help="DIODE's validation images")
+    add_long_side(suite)
     outdoor = p.add_argument_group("KITTI (--dataset KITTI)")
     outdoor.add_argument("--gt_path", help="the annotated-depth root holding <drive>/proj_depth/groundtruth "
                          f"(default <data_path>/{kitti.GT_FOLDER})")
@@ -261,6 +275,20 @@ def parse_eval_args(argv=None):
             p.error("--img_save draws NYU's panels; for KITTI use predict.py on the images you want to see")
         if not (args.bins or args.bin_set or args.prompts):
             args.bin_set = "kitti_scaled"  # the paper's bins are for rooms; said in the results' config
+    if args.median_scale and args.align not in (None, "median"):
+        p.error("--median_scale is --align median; give one of them")
+    args.align = "median" if args.median_scale else args.align or "none"
+    args.median_scale = args.align == "median"
+    if args.dataset in zeroshot.PROTOCOLS:
+        if not args.data_path:
+            p.error(f"--dataset {args.dataset} needs --data_path (docs/data.md says where to get it)")
+        if args.img_save or args.protocol != "depthclip" or args.scenes:
+            p.error("--img_save, --protocol and --scenes are NYU's and KITTI's; the zero-shot suite scores as its "
+                    "sources do")
+        args.batch_size = 1  # the images differ in size
+    elif args.align not in ("none", "median"):
+        p.error(f"--align {args.align} is the zero-shot suite's (ETH3D, SCANNET, DIODE, IBIMS, SUNRGBD); NYU and KITTI "
+                f"take none or median")
     if args.protocol == "auty2023" and (args.median_scale or args.img_save):
         p.error("--protocol auty2023 scores as Auty & Mikolajczyk did: without --median_scale, and without "
                 "--img_save (its panels are the DepthCLIP crop's)")

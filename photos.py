@@ -9,6 +9,7 @@ photo's own size.
 from PIL import Image, ImageOps
 
 from datasets import normalized, open_image, to_rgb
+from datasets.images import model_input_size
 from datasets.nyu import FOCAL, IMAGE_SIZE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -23,12 +24,6 @@ def read_photo(path):
 def upright_rgb(image, name="image"):
     """A PIL image of any mode -> (upright 8-bit RGB image, whether transparency was flattened over white)."""
     return to_rgb(ImageOps.exif_transpose(image), name)
-
-
-def model_input_size(width, height, long_side, stride):
-    """(width, height) scaled so the long side is long_side, each rounded to a multiple of stride (at least one)."""
-    scale = long_side / max(width, height)
-    return tuple(max(stride, round(side * scale / stride) * stride) for side in (width, height))
 
 
 def model_input(image, long_side, stride, normalize):

@@ -1,5 +1,6 @@
 """What every dataset and photo reader shares: test lists, decoding any image mode to the RGB a viewer shows,
-the RGB normalizations and their inverse, and the smallest depth that counts."""
+the RGB normalizations and their inverse, the smallest depth that counts, and the size an image of any size enters
+the model at."""
 import gzip
 import os
 
@@ -144,3 +145,9 @@ def read_list(test_list, flag):
             if fields:
                 entries.append((line.strip(), fields[0].lstrip("/"), fields[1].lstrip("/")))
     return entries
+
+
+def model_input_size(width, height, long_side, stride):
+    """(width, height) scaled so the long side is long_side, each rounded to a multiple of stride (at least one)."""
+    scale = long_side / max(width, height)
+    return tuple(max(stride, round(side * scale / stride) * stride) for side in (width, height))
