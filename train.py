@@ -310,13 +310,15 @@ class Features:
         patches, grid = self.cache.view_features(self.model, [file], load, flip=True)
         return patches, grid
 
-    def __call__(self, indices, views):
-        """-> ((len(indices) * views, hw, C), grid): the images, then (views=2) their mirror images."""
+    def __call__(self, indices, views, training=True):
+        """-> ((len(indices) * views, hw, C), grid): the images, then (views=2) their mirror images. training=False
+        (validation) runs BatchNorm on its running statistics whatever --bn says, as their validation (Lightning puts
+        the model in eval mode) does, and leaves the statistics as they are."""
         if self.cache is not None:
             both = [self.memo(("features", i), lambda: self.both_views(i), lambda v: v[0].nbytes) for i in indices]
             return torch.cat([torch.stack([b[0][v] for b in both]) for v in range(views)]), both[0][1]
         rgb = torch.stack([self.dataset[i][0] for i in indices])
-        with image_tower_mode(self.model, self.bn):
+        with image_tower_mode(self.model, self.bn if training else "frozen"):
             return self.model.view_features(rgb, flip=views == 2)
 
 
@@ -343,7 +345,7 @@ def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, 
         mine = indices[rank::world]
         for start in range(0, len(mine), 8):
             part = mine[start:start + 8]
-            patches, grid = features(part, 2)
+            patches, grid = features(part, 2, training=False)
             pred = model.depth_from_features(patches, grid, data.dataset.input_size, True, encoded)
             gt = ground_truth(part, clip=True).to(pred.device)
             errors = data.errors(gt, pred, part)

@@ -111,6 +111,11 @@ def test_batchnorm_in_train_mode_adapts_the_statistics_into_the_file(taught, che
     moved = [key for key, value in learned.visual_state.items() if key.endswith("running_mean")
              and not torch.allclose(value, released[f"visual.{key}"])]
     assert moved and learned.source["training"]["bn"] == "train"
+    # validation runs BatchNorm on running statistics (their Lightning validation is in eval mode): before any step,
+    # it scores what CLIP as released scores
+    frozen = tmp_path / "frozen.safetensors"
+    train.main(train_args(taught, checkpoint, frozen, "--epochs", "1"))
+    assert log_of(out)[0]["val"]["silog"] == pytest.approx(log_of(frozen)[0]["val"]["silog"], rel=1e-4)
 
 
 def error_line(capsys, argv, code):
