@@ -166,8 +166,8 @@ class FrozenCLIP:
         """What results files record about the model: name (a file as its absolute path), SHA256, precision, device."""
         name = os.path.abspath(self.name) if os.path.isfile(self.name) else self.name
         return {"clip_model": name, "checkpoint_sha256": self.checkpoint_sha256, "precision": self.precision,
-                "device": str(self.device), "runtime": self.runtime_name(), **({"batchnorm_statistics_sha256": self.visual_state_sha256}
-                                              if self.visual_state_sha256 else {})}
+                "device": str(self.device), "runtime": self.runtime_name(),
+                **({"batchnorm_statistics_sha256": self.visual_state_sha256} if self.visual_state_sha256 else {})}
 
     def weights_id(self):
         """What names these weights for the feature cache: the SHA256, or open_clip's model and tag, and the SHA256

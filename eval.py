@@ -262,10 +262,10 @@ def open_dataset(r):
             (lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale))
         r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
     elif args.dataset in zeroshot.PROTOCOLS:
-        protocol = zeroshot.PROTOCOLS[args.dataset]
         listing = args.testfile or zeroshot.default_list(args.dataset, args.diode_split)
         r.dataset = zeroshot.ZeroShot(args.dataset, args.data_path, listing, normalize, args.long_side,
                                       limit=args.limit)
+        protocol = r.dataset.protocol
         r.scene_of = zeroshot.scene_of
         r.metric_names = ZEROSHOT_METRICS
         r.errors = lambda gt, pred, indices: zeroshot_batch_errors(gt, pred, protocol, args.align)
@@ -319,20 +319,13 @@ def predictor(r):
     return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset, clamp)
 
 
-def worker_context(model):
-    """How loader workers start: forked, except when a graph runtime runs the image tower, whose thread pools a
-    forked child inherits half-made (a crash, seen with OpenVINO): then from a clean forkserver process."""
-    return "forkserver" if model is not None and model.backbone.runtime != "torch" else None
-
-
 def predict_and_score(r):
     """This process's share of the images through the predictor and the metrics; every process's rows gathered on
     rank 0, sorted as the list is. -> (rows per setting, cache counts or None, seconds)."""
     r.workers = workers = options.default_workers(r.device) if r.args.workers is None else r.args.workers
     shard = Subset(r.dataset, range(r.rank, len(r.dataset), r.world))  # each image exactly once across processes
     loader = DataLoader(shard, batch_size=r.args.batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=r.device.type == "cuda", prefetch_factor=4 if workers else None,
-                        multiprocessing_context=worker_context(r.model) if workers else None)
+                        pin_memory=r.device.type == "cuda", prefetch_factor=4 if workers else None)
     index_of = {rgb: i for i, (rgb, _) in enumerate(r.dataset.pairs)}
     predict = predictor(r)
     if r.world > 1:

@@ -95,16 +95,12 @@ class GraphTower:
                              + (" or openvino" if precision == "bf16" else ""))
         self.runtime, self.clip, self.weights_id, self.precision = runtime, clip, weights_id, precision
         self.cache_dir = cache_dir or os.environ.get("DEPTHCLIP_GRAPH_CACHE", DEFAULT_CACHE)
-        self.dense_features = clip.dense_features
-        self.graphs = {}  # (kind, (H, W), precision) -> a callable on a (1, 3, H, W) float32 array
-        self.exported = 0  # exports made in this process (not read from the cache), for start-up reports
-
-    def name(self):
-        return f"{self.runtime} {self.version}"
+        self.graphs = {}  # (kind, (H, W)) -> a callable on a (1, 3, H, W) float32 array
+        self.exported = 0  # exports made in this process (not read from the cache): the tests count them
 
     def encode_image_dense(self, images, features="trunk"):
         """(B, 3, H, W) -> (B, C, H/s, W/s) float32, on the CPU."""
-        run = self.graph(features, tuple(images.shape[-2:]), self.precision)
+        run = self.graph(features, tuple(images.shape[-2:]))
         return torch.cat([torch.from_numpy(run(np.ascontiguousarray(image[None].float().numpy())))
                           for image in images])
 
@@ -120,23 +116,23 @@ class GraphTower:
         key, _ = self.key(kind, size)
         return os.path.join(self.cache_dir, key, f"check-{self.runtime}-{self.version}.json")
 
-    def graph(self, kind, size, precision):
-        if (kind, size, precision) not in self.graphs:
+    def graph(self, kind, size):
+        if (kind, size) not in self.graphs:
             key, settings = self.key(kind, size)
             folder = os.path.join(self.cache_dir, key)
             path = os.path.join(folder, "dense.onnx")
             if not os.path.isfile(path):
                 self.export(kind, size, folder, settings)
             try:
-                run = self.compile(path, precision)
+                run = self.compile(path)
             except Exception as error:  # a truncated or foreign file: the runtime's own error type varies
                 print(f"warning: the exported image tower {path} does not load ({type(error).__name__}); "
                       f"exporting it again", file=sys.stderr)
                 shutil.rmtree(folder, ignore_errors=True)
                 self.export(kind, size, folder, settings)
-                run = self.compile(path, precision)
-            self.graphs[kind, size, precision] = run
-        return self.graphs[kind, size, precision]
+                run = self.compile(path)
+            self.graphs[kind, size] = run
+        return self.graphs[kind, size]
 
     def export(self, kind, size, folder, settings):
         """torch.onnx.export of DenseFeatures at this size into a temporary folder, renamed into place when whole
@@ -166,13 +162,13 @@ class GraphTower:
             shutil.rmtree(staging, ignore_errors=True)
         self.exported += 1
 
-    def compile(self, path, precision):
+    def compile(self, path):
         """The runtime's compiled graph of an ONNX file -> a function of a (1, 3, H, W) float32 array."""
         threads = torch.get_num_threads()
         if self.runtime == "openvino":
             import openvino
             compiled = openvino.Core().compile_model(path, "CPU", {
-                "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
                 "INFERENCE_NUM_THREADS": threads})
             return lambda image: compiled(image)[0]
         import onnxruntime

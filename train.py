@@ -160,7 +160,7 @@ class NYUTraining:
     frames of the raw videos, their published runs' data). The model sees DepthCLIP's 416x544 evaluation crop; the
     held-out images are scored with DepthCLIP's protocol (Eigen crop, 10 m)."""
 
-    name, pipeline, frame = "NYU", NYU_PIPELINE, nyu.FRAME
+    name, pipeline = "NYU", NYU_PIPELINE
 
     def __init__(self, args):
         self.dataset = NYUDepthV2(args.data_path, train_list(args), normalize=args.normalize, split=args.train_split,
@@ -192,7 +192,7 @@ class KITTITraining:
     """KITTI's Eigen training split (BTS's list of 23,158 frames, their published runs' data). The model sees the
     352x1216 benchmark crop (eval.py's input); the held-out frames are scored with BTS's protocol (Garg crop, 80 m)."""
 
-    name, pipeline, frame = "KITTI", KITTI_PIPELINE, kitti.MAX_FRAME
+    name, pipeline = "KITTI", KITTI_PIPELINE
 
     def __init__(self, args):
         self.dataset = KITTIEigen(args.data_path, args.gt_path, train_list(args), normalize=args.normalize,
