@@ -2,6 +2,7 @@
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -23,6 +24,37 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def bounded(kind, at_least=None, more_than=None, at_most=None):
+    """An argparse type: a finite number of kind (int or float) in the range given; anything else is one line naming
+    the range (argparse puts the flag before it)."""
+    what = "an integer" if kind is int else "a number"
+    limits = [f"at least {at_least}" if at_least is not None else None,
+              f"more than {more_than}" if more_than is not None else None,
+              f"at most {at_most}" if at_most is not None else None]
+    wanted = f"{what} " + " and ".join(limit for limit in limits if limit) if any(limits) else what
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(value) or (at_least is not None and value < at_least) or \
+                (more_than is not None and value <= more_than) or (at_most is not None and value > at_most):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {wanted}")
+        return value
+    parse.__name__ = wanted  # argparse names the type by it in messages of its own
+    return parse
+
+
+def require(package, flag, install=None):
+    """ValueError naming the flag and the install command when an optional package it needs is not importable;
+    checked when the flags are read, before any model or data loads."""
+    import importlib.util
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(f"{flag} needs the {package} package, which is not installed: "
+                         f"pip install {install or package}")
 
 
 def run(main):

@@ -21,10 +21,12 @@ when a checkpoint adapted them; metadata: the layout, bins, temperature, backbon
 their PyTorch Lightning checkpoints with their params YAML.
 """
 import dataclasses
+import difflib
 import json
 import math
 import os
 import re
+from typing import NamedTuple
 
 import torch
 
@@ -48,6 +50,29 @@ DEPTH_WORDS = {  # their lang_strat.depth_tokens made of words; "learned-static-
 }
 OBJECT_WORDS = {"paper": "object"}  # their lang_strat.object_tokens; "learned-static-1" is one learned token
 DEPTH_RANGES = {"nyu": (0.001, 10.0), "kitti": (0.001, 80.0)}  # their params' min_depth, max_depth (metres)
+PARAMS_KEYS = {  # every key their params YAML may hold: the keys of their params/*.yaml at 1583acf and those their
+    # code reads (args.<section>.<key>, .get("<key>")); any other is a typo that their OmegaConf would carry silently
+    "": {"adabins", "basic", "depthclip", "hardware", "kitti", "loss", "model", "nyu", "optimizer", "paths"},
+    "adabins": {"encoder_name", "n_bins", "slow_encoder"},
+    "basic": {"batch_size", "dataset", "from_checkpoint", "max_epochs", "name", "use_adabins_dataloader",
+              "val_checkpoint", "validate_every"},
+    "depthclip": {"clip", "freeze_clip", "freeze_depthclip", "lang_corr_stage", "lang_strat",
+                  "load_clip_from_checkpoint", "post_depth_pred_stage", "post_img_feat_stage", "post_lang_corr_stage",
+                  "start_from_checkpoint"},
+    "depthclip.lang_strat": {"depth_bin_centres", "depth_tokens", "img_f_dependent", "imgf_transformation",
+                             "object_tokens", "templates"},
+    "hardware": {"num_workers"},
+    "kitti": {"base_path", "data_path", "degree", "depth_norm_factor", "dimensions_test", "dimensions_train",
+              "do_kb_crop", "do_random_rotate", "eigen_crop", "filenames_file_eval", "filenames_file_train",
+              "garg_crop", "gt_path", "image_norm_factor", "max_depth", "min_depth", "use_right"},
+    "loss": {"coeffs", "names"},
+    "model": {"name"},
+    "nyu": {"base_path", "degree", "depth_norm_factor", "dimensions_test", "dimensions_train", "do_kb_crop",
+            "do_random_rotate", "eigen_crop", "eval_path", "filenames_file_eval", "filenames_file_train", "garg_crop",
+            "image_norm_factor", "max_depth", "min_depth", "train_path"},
+    "optimizer": {"div_factor", "final_div_factor", "gradient_clip_val", "lr", "name", "slow_encoder", "use_swa", "wd"},
+    "paths": {"data_dir", "run_dir"},
+}
 UNSUPPORTED = {  # settings of their code that this repository does not run, refused by name
     "img_f_dependent": "image-conditioned tokens", "post_img_feat_stage": "decoders", "post_lang_corr_stage":
     "decoders", "post_depth_pred_stage": "decoders", "lang_corr_stage": "other correlations",
@@ -99,6 +124,9 @@ class LearnedPrompts:
     the number of learned depth tokens. object_word: a word, or None for one learned object token. bins: one (m) per
     depth token. tokens: {'prompt': (P, width), 'depth': (D, width), 'object': (1, width)} for the learned slots.
     visual_state: CLIP's BatchNorm statistics from a checkpoint that adapted them ({name: tensor}), or None.
+    depth_range: (min, max) metres of the dataset the tokens were trained on (their params' min_depth, max_depth;
+    train.py's --dataset): every prediction clamps each view to it before the flip average, as their validation,
+    test and visualization steps do. None (files written before it was recorded): no clamp.
     Raises ValueError for a layout whose tokens, bins or widths do not fit (naming what).
     """
     template: str
@@ -108,6 +136,7 @@ class LearnedPrompts:
     tokens: dict
     temperature: float = TEMPERATURE
     visual_state: dict = None
+    depth_range: tuple = None
     source: dict = dataclasses.field(default_factory=dict)  # where it came from: file, backbone, training, metrics
 
     def __post_init__(self):
@@ -126,6 +155,10 @@ class LearnedPrompts:
             raise ValueError(f"{len(self.bins)} bins for {self.depth_count} depth tokens; give one bin per token")
         if not all(b > 0 for b in self.bins) or not self.temperature > 0:
             raise ValueError("bins (metres) and the temperature must be positive")
+        if self.depth_range is not None:
+            self.depth_range = tuple(float(d) for d in self.depth_range)
+            if len(self.depth_range) != 2 or not 0 <= self.depth_range[0] < self.depth_range[1]:
+                raise ValueError(f"depth_range {list(self.depth_range)} is not (min, max) metres with 0 <= min < max")
 
     @property
     def depth_count(self):
@@ -152,7 +185,7 @@ class LearnedPrompts:
         return {"prompts": self.source.get("file"), "language_side": "auty2023", "template": self.template,
                 "depth_tokens": self.depth if isinstance(self.depth, int) else list(self.depth),
                 "object_token": self.object_word, "learned_tokens": learned, "bins": list(self.bins),
-                "temperature": self.temperature,
+                "temperature": self.temperature, "depth_range": self.depth_range and list(self.depth_range),
                 "batchnorm_statistics": "checkpoint" if self.visual_state else "clip"}
 
     def encode(self, model, tokenize):
@@ -173,7 +206,8 @@ class LearnedPrompts:
         features = model.encode_token_embeddings(padded, eot).float()  # (K, embed_dim); differentiable in the tokens
         features = features / features.norm(dim=-1, keepdim=True)
         features = features / features.norm()  # their quirk: the whole matrix by its Frobenius norm
-        return EncodedPrompts(features.T.contiguous(), torch.tensor(self.bins, device=device), self.temperature)
+        return EncodedPrompts(features.T.contiguous(), torch.tensor(self.bins, device=device), self.temperature,
+                              self.depth_range)
 
     def sequence(self, model, tokenize, k, device):
         """(n, width): start token, the template's parts for depth token k, end token."""
@@ -209,14 +243,15 @@ class LearnedPrompts:
         tensors = {f"tokens.{name}": t.detach().contiguous() for name, t in self.tokens.items() if len(t)}
         tensors.update({f"visual.{name}": t.contiguous() for name, t in (self.visual_state or {}).items()})
         layout = {"format": FORMAT, "template": self.template, "depth": self.depth, "object_word": self.object_word,
-                  "bins": list(self.bins), "temperature": self.temperature, "backbone": backbone,
+                  "bins": list(self.bins), "temperature": self.temperature,
+                  "depth_range": self.depth_range and list(self.depth_range), "backbone": backbone,
                   "checkpoint_sha256": checkpoint_sha256, **(extra or {})}
         return save(tensors, metadata={"depthclip": json.dumps(layout)})
 
     @classmethod
-    def load(cls, path):
-        """A .safetensors file written by save (or train.py) -> LearnedPrompts; ValueError naming the file if it is
-        not one."""
+    def load(cls, path, flag="--prompts"):
+        """A .safetensors file written by save (or train.py) -> LearnedPrompts; ValueError naming the file (as the
+        flag that gave it) if it is not one."""
         from safetensors import SafetensorError
         from safetensors.torch import load
         try:
@@ -228,17 +263,24 @@ class LearnedPrompts:
                 metadata = f.metadata() or {}
             layout = json.loads(metadata["depthclip"])
         except OSError as error:
-            raise ValueError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
+            raise ValueError(f"{flag} {path} cannot be read ({error.strerror or error})") from None
         except (SafetensorError, KeyError, json.JSONDecodeError, Exception) as error:
-            raise ValueError(f"--prompts {path} is not a prompts file written by this repository "
+            raise ValueError(f"{flag} {path} is not a prompts file written by this repository "
                              f"({type(error).__name__}); give a .safetensors from train.py or convert_prompts.py, "
                              f"or their .ckpt with --prompts_config") from None
         tokens = {name: tensors.get(f"tokens.{name}", torch.zeros(0, 1)) for name in GROUPS}
         visual = {key[len("visual."):]: t for key, t in tensors.items() if key.startswith("visual.")} or None
         source = {"file": os.path.abspath(path), **{k: v for k, v in layout.items() if k not in (
-            "template", "depth", "object_word", "bins", "temperature", "format")}}
+            "template", "depth", "object_word", "bins", "temperature", "depth_range", "format")}}
         return cls(layout["template"], layout["depth"], layout["object_word"], layout["bins"], tokens,
-                   layout["temperature"], visual, source)
+                   layout["temperature"], visual, layout.get("depth_range") or trained_range(layout), source)
+
+
+def trained_range(layout):
+    """The depth range of a file written before the range was recorded, from the dataset train.py recorded; None
+    for a converted checkpoint of that time (convert_prompts.py again records it)."""
+    dataset = (layout.get("training") or {}).get("dataset")
+    return DEPTH_RANGES.get(str(dataset).lower())
 
 
 def word_ids(tokenize, text):
@@ -256,19 +298,46 @@ def words(model, tokenize, text):
 
 
 # ---------------------------------------------------------------- their checkpoints
-def read_params(path):
+def read_params(path, flag="--prompts_config"):
     """Their params YAML (as their main.py reads it) -> dict; ValueError naming the file."""
     import cli
-    params = cli.read_document(path, "--prompts_config", "YAML")
+    params = cli.read_document(path, flag, "YAML")
+    check_params_keys(params, f"{flag} {path}")
     if not isinstance(params, dict) or not isinstance(params.get("depthclip"), dict) or \
             not isinstance(params["depthclip"].get("lang_strat"), dict):
-        raise ValueError(f"--prompts_config {path} has no depthclip.lang_strat; give the params YAML the checkpoint "
+        raise ValueError(f"{flag} {path} has no depthclip.lang_strat; give the params YAML the checkpoint "
                          f"was trained with (their params/*.yaml)")
     return params
 
 
+def check_params_keys(params, where, section=""):
+    """ValueError naming the first key of their params that their code has no use for (PARAMS_KEYS), and the
+    nearest known one: a misspelt key would otherwise leave its setting at the default without a word."""
+    if not isinstance(params, dict) or section not in PARAMS_KEYS:
+        return
+    known = PARAMS_KEYS[section]
+    for key, value in params.items():
+        name = f"{section}.{key}" if section else str(key)
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ValueError(f"{where}: {name} is not a key of their params YAML; {hint}"
+                             f"{section or 'the top level'} takes {', '.join(sorted(known))}")
+        check_params_keys(value, where, name)
+
+
+class Layout(NamedTuple):
+    """A prompt layout read from their params."""
+    template: str
+    depth: object  # words, or a count of learned tokens
+    object_word: object  # a word, or None for a learned token
+    bins: list  # metres
+    backbone: str  # their depthclip.clip
+    depth_range: tuple  # (min, max) metres of their dataset
+
+
 def layout_from_params(params, where):
-    """(template, depth, object_word, bins, backbone) from their params; ValueError naming an unsupported key."""
+    """Layout from their params; ValueError naming an unsupported key."""
     depthclip, strategy = params["depthclip"], params["depthclip"]["lang_strat"]
     for key, what in UNSUPPORTED.items():
         value = strategy.get(key, depthclip.get(key))
@@ -294,7 +363,8 @@ def layout_from_params(params, where):
     except ValueError as error:
         raise ValueError(f"{where}: depth_bin_centres: {error}") from None
     depth = int(learned.group(1)) if learned else DEPTH_WORDS[depth_tokens]
-    return template, depth, OBJECT_WORDS.get(object_tokens), centres, depthclip.get("clip", "RN50")
+    return Layout(template, depth, OBJECT_WORDS.get(object_tokens), centres, depthclip.get("clip", "RN50"),
+                  depth_range)
 
 
 def allowed_checkpoint_globals():
@@ -311,35 +381,36 @@ def allowed_checkpoint_globals():
             omegaconf.base.Node, collections.defaultdict]
 
 
-def read_checkpoint(path):
+def read_checkpoint(path, flag="--prompts"):
     """Their .ckpt -> its state_dict, unpickled with weights_only=True and an allow-list (never plain pickle)."""
     import pickle
     try:
         with torch.serialization.safe_globals(allowed_checkpoint_globals()):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:
-        raise ValueError(f"--prompts {path} cannot be read ({error.strerror or error})") from None
+        raise ValueError(f"{flag} {path} cannot be read ({error.strerror or error})") from None
     except pickle.UnpicklingError as error:
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         name = found.group(1) if found else "object"
         hint = " (pip install omegaconf: their hyper-parameters are OmegaConf objects)" if "omegaconf" in name else ""
-        raise ValueError(f"--prompts {path} holds a pickled {name} outside the allow-list of types a checkpoint of "
+        raise ValueError(f"{flag} {path} holds a pickled {name} outside the allow-list of types a checkpoint of "
                          f"theirs holds{hint}; it is not loaded") from None
     except Exception as error:
-        raise ValueError(f"--prompts {path} is not a PyTorch checkpoint ({type(error).__name__})") from None
+        raise ValueError(f"{flag} {path} is not a PyTorch checkpoint ({type(error).__name__})") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"--prompts {path} has no state_dict; expected a PromptLearningCLIP-MDE Lightning checkpoint")
+        raise ValueError(f"{flag} {path} has no state_dict; expected a PromptLearningCLIP-MDE Lightning checkpoint")
     return state
 
 
-def from_auty(ckpt_path, params_path):
+def from_auty(ckpt_path, params_path, flag="--prompts", config_flag="--prompts_config"):
     """LearnedPrompts from their Lightning checkpoint and the params YAML it was trained with. Their tokens are
     model.extra_tkns_learnables_{prompt,depth,object}.{i}, each (1, 512); CLIP's BatchNorm statistics
     (model.clip.visual.*, adapted by their training, which leaves CLIP in train mode) come along. A token the YAML
     asks for and the checkpoint lacks is a ValueError (their loader silently keeps a random one)."""
-    template, depth, object_word, bins, backbone = layout_from_params(read_params(params_path), params_path)
-    state = read_checkpoint(ckpt_path)
+    template, depth, object_word, bins, backbone, depth_range = layout_from_params(
+        read_params(params_path, config_flag), params_path)
+    state = read_checkpoint(ckpt_path, flag)
     tokens = {}
     for group, count in token_counts(template, depth, object_word).items():
         rows = []
@@ -347,7 +418,7 @@ def from_auty(ckpt_path, params_path):
             key = next((k for k in (f"model.extra_tkns_learnables_{group}.{i}",
                                     f"model.extra_tkns_learnables_{group}.{i}.embeddings.weight") if k in state), None)
             if key is None:
-                raise ValueError(f"--prompts {ckpt_path} lacks model.extra_tkns_learnables_{group}.{i}, which "
+                raise ValueError(f"{flag} {ckpt_path} lacks model.extra_tkns_learnables_{group}.{i}, which "
                                  f"{os.path.basename(params_path)} asks for ({count} learned {group} token(s)); "
                                  f"give the checkpoint and the YAML of one run")
             rows.append(state[key].reshape(-1))
@@ -357,7 +428,7 @@ def from_auty(ckpt_path, params_path):
               key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")} or None
     source = {"file": os.path.abspath(ckpt_path), "params": os.path.abspath(params_path), "backbone": backbone,
               "checkpoint_sha256": backbone_sha256(backbone)}
-    return LearnedPrompts(template, depth, object_word, bins, tokens, TEMPERATURE, visual, source)
+    return LearnedPrompts(template, depth, object_word, bins, tokens, TEMPERATURE, visual, depth_range, source)
 
 
 def backbone_sha256(backbone):

@@ -150,6 +150,7 @@ class EncodedPrompts(NamedTuple):
     text: torch.Tensor  # (embed_dim, K) unit columns
     bins: torch.Tensor  # (K,) metres
     temperature: float
+    depth_range: tuple = None  # (min, max) metres each view is clamped to (learned prompts' training range); None
 
     @classmethod
     def of(cls, model, prompts, tokenize=clip.tokenize):
@@ -268,17 +269,23 @@ class MonoCLIP(nn.Module):
         """(B, 3, H, W) -> ((V, hw, C) patch features of the images then, with flip, their mirror images, (h, w))."""
         x = x.to(self.device, non_blocking=True)
         views = torch.cat([x, x.flip(3)]) if flip else x  # both views in one batch
-        parts = [self.patch_features(chunk) for chunk in self.backbone.passes(views)]
+        # BatchNorm in train mode (train.py --bn train) normalizes over what one pass sees: the whole batch, as in
+        # their training step, never the CPU's one view per pass
+        chunks = (views,) if self.clip.visual.training else self.backbone.passes(views)
+        parts = [self.patch_features(chunk) for chunk in chunks]
         return torch.cat([patches for patches, _ in parts]), parts[0][1]
 
     @torch.inference_mode()
     def depth_from_features(self, patches, grid, size, flip=True, prompts=None, clamp=None):
         """view_features' output -> (B, 1, *size) metres: the head with these prompts (EncodedPrompts, the
         model's own by default), the mirror view's depth mirrored back and averaged in, then upsampled
-        bilinearly with align_corners=True: the authors' evaluation protocol. clamp=(min, max): each view's depth
-        clamped first (Auty & Mikolajczyk's validation_step)."""
+        bilinearly with align_corners=True: the authors' evaluation protocol. clamp=(min, max) metres, else the
+        prompts' depth_range (learned prompts: their training range): each view's depth clamped before the flip
+        average, as Auty & Mikolajczyk's validation, test and visualization steps do; DepthCLIP's words have no
+        range and the authors' head is left unclamped."""
         prompts = prompts or self.encoded
         depth = torch.cat([depth_head(part, grid, prompts) for part in self.backbone.passes(patches)])
+        clamp = clamp or prompts.depth_range
         if clamp:
             depth = depth.clamp(*clamp)
         if flip:

@@ -5,7 +5,7 @@ import argparse
 import os
 
 import open_clip_adapter
-from cli import ArgumentParser
+from cli import ArgumentParser, bounded, require
 from clip_runtime import PRECISIONS
 from graph_runtime import RUNTIMES
 from calculate_error import ALIGNMENTS
@@ -32,6 +32,9 @@ PROTOCOLS = {
 DATASETS = ["NYU", "KITTI", *zeroshot.PROTOCOLS]  # eval.py --dataset
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
+COUNT = bounded(int, at_least=1)  # images, epochs, rounds
+NONNEGATIVE = bounded(int, at_least=0)  # seeds, workers
+POSITIVE = bounded(float, more_than=0)  # metres, pixels, rates, temperatures
 
 
 class ListError(argparse.ArgumentTypeError, ValueError):
@@ -54,6 +57,8 @@ def numbers(text):
             values.append(float(item))
         except ValueError:
             raise ListError(f"{item!r} is not a number") from None
+        if not values[-1] > 0 or values[-1] == float("inf"):
+            raise ListError(f"{item!r} is not a depth: give metres more than 0")
     return values
 
 
@@ -97,7 +102,7 @@ def add_model_arguments(p):
                         f"(default: {DepthPrompts.templates[0]!r})")
     method.add_argument("--objects", type=comma_list, help="object nouns for the templates "
                         f"(default: {DepthPrompts.objects[0]!r})")
-    method.add_argument("--temperature", type=float, default=TEMPERATURE,
+    method.add_argument("--temperature", type=POSITIVE, default=TEMPERATURE,
                         help="the softmax over the depth words divides CLIP's logits by this (the paper's 0.1)")
     method.add_argument("--features", default="paper", choices=list(FEATURES),
                         help="; ".join(f"{k}: {v}" for k, (_, v) in FEATURES.items()))
@@ -106,7 +111,8 @@ def add_model_arguments(p):
                              "(open_clip models say theirs)")
     method.add_argument("--prompts", metavar="FILE", help="learned prompt tokens instead of words: a .safetensors "
                         "written by train.py or convert_prompts.py, or a PromptLearningCLIP-MDE .ckpt with "
-                        "--prompts_config")
+                        "--prompts_config; each view's depth is clamped to the depth range the tokens were trained "
+                        "for (NYU 0.001-10 m, KITTI 0.001-80 m) before the flip average, as their code does")
     method.add_argument("--prompts_config", metavar="PARAMS.yaml", help="the params YAML a --prompts .ckpt was "
                         "trained with (their params/*.yaml)")
     method.add_argument("--no_flip", action="store_true", help="skip averaging with the mirrored image")
@@ -128,13 +134,13 @@ def add_running_arguments(p):
 
 def add_batch_arguments(group):
     """--batch_size and --workers: eval.py's loader, and bench.py's copy of it."""
-    group.add_argument("--batch_size", type=int, default=8, help="images per step (each also runs mirrored)")
-    group.add_argument("-j", "--workers", type=int, help="image-decoding processes (default: 0 on a CPU, "
+    group.add_argument("--batch_size", type=COUNT, default=8, help="images per step (each also runs mirrored)")
+    group.add_argument("-j", "--workers", type=NONNEGATIVE, help="image-decoding processes (default: 0 on a CPU, "
                        "half the cores up to 8 on a GPU)")
 
 
 def add_long_side(p):
-    p.add_argument("--long_side", type=int, default=LONG_SIDE, help="the long side (pixels) an image is resized to")
+    p.add_argument("--long_side", type=bounded(int, at_least=32), default=LONG_SIDE, help="the long side (pixels) an image is resized to")
 
 
 def check_model_arguments(p, args):
@@ -142,9 +148,9 @@ def check_model_arguments(p, args):
         p.error("give --prompt_set or --depth_classes, not both")
     if args.bin_set and args.bins:
         p.error("give --bin_set or --bins, not both")
-    if getattr(args, "long_side", LONG_SIDE) < 32:
-        p.error("--long_side must be at least 32")
     try:
+        if args.clip_model.startswith(open_clip_adapter.PREFIX):
+            require("open_clip", f"--clip_model {args.clip_model}", "open_clip_torch")
         prompts_from(vars(args))  # words, bins, templates and their length, before any data or model is read
     except ValueError as error:
         p.error(str(error))
@@ -211,7 +217,7 @@ def eval_options():
                       help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
     data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
                       "e.g. bathroom,classroom")
-    data.add_argument("--limit", type=int, help="evaluate only the first N pairs")
+    data.add_argument("--limit", type=COUNT, help="evaluate only the first N pairs")
     data.add_argument("--align", choices=ALIGNMENTS, help="per image before scoring: none (default); median: "
                       "x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in depth "
                       "(Marigold's); lstsq_disparity: the same in inverse depth (MiDaS, Depth Anything). lstsq and "
@@ -235,7 +241,7 @@ def eval_options():
     outdoor.add_argument("--kitti_protocol", default="bts", choices=["bts", "authors"],
                          help="bts: the prediction pasted into the full frame and scored there (BTS, AdaBins); "
                               "authors: the ground truth cropped to the 352x1216 input box (the DepthCLIP authors')")
-    outdoor.add_argument("--cap", type=float, default=kitti.CAP, help="the largest depth (m) that counts")
+    outdoor.add_argument("--cap", type=bounded(float, more_than=MIN_DEPTH), default=kitti.CAP, help="the largest depth (m) that counts")
     outdoor.add_argument("--eval_crop", default="garg", choices=list(kitti.CROPS), help="the scored region")
 
     method, run = add_model_arguments(p)
@@ -243,8 +249,8 @@ def eval_options():
                         help="; ".join(f"{k}: {v}" for k, v in METHODS.items()))
     method.add_argument("--sweep", metavar="FILE", help="a JSON list of prompt settings, each {\"name\": ..., and any "
                         f"of {', '.join(SWEEP_KEYS[1:])}}}, all scored from one pass of the image tower")
-    method.add_argument("--seed", type=int, default=0, help="seed of the lower_bound draws")
-    method.add_argument("--constant_depth", type=float, default=2.5, help="the constant baseline's depth (m)")
+    method.add_argument("--seed", type=NONNEGATIVE, default=0, help="seed of the lower_bound draws")
+    method.add_argument("--constant_depth", type=POSITIVE, default=2.5, help="the constant baseline's depth (m)")
 
     add_batch_arguments(run)
     run.add_argument("--cache", metavar="DIR", help="keep each image's patch features here and reuse them in "
@@ -292,13 +298,28 @@ def parse_eval_args(argv=None):
     if args.protocol == "auty2023" and (args.median_scale or args.img_save):
         p.error("--protocol auty2023 scores as Auty & Mikolajczyk did: without --median_scale, and without "
                 "--img_save (its panels are the DepthCLIP crop's)")
-    if args.cap <= MIN_DEPTH:
-        p.error("--cap must be more than 0.001 m")
     if args.sweep and (args.method != "monoclip" or args.img_save):
         p.error("--sweep scores DepthCLIP settings: it takes no --method baseline and no --img_save")
-    if args.batch_size < 1 or (args.workers or 0) < 0 or (args.limit is not None and args.limit < 1):
-        p.error("--batch_size and --limit must be at least 1, --workers at least 0")
     return args
+
+
+def check_train_arguments(p, args):
+    """train.py's checks across flags, and the optional packages its flags need, before anything loads."""
+    if args.dataset == "KITTI" and args.train_split != "train":
+        p.error("--train_split is NYU's; KITTI trains on BTS's Eigen list (--trainfile for another)")
+    if args.cache and args.augment == "full":
+        p.error("--augment full changes every image every step: its features cannot be cached; leave out --cache")
+    if args.cache and args.bn == "train":
+        p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
+                "leave out --cache or use --bn frozen")
+    if args.init and args.init.endswith(".ckpt") and not args.config:
+        p.error(f"--init {args.init} is their Lightning checkpoint: give the params YAML it was trained with as "
+                f"--config PARAMS.yaml")
+    try:
+        if args.tensorboard:
+            require("tensorboard", "--tensorboard")
+    except ValueError as error:
+        p.error(str(error))
 
 
 def predict_options():
@@ -312,10 +333,10 @@ def predict_options():
     p.add_argument("--ply", action="store_true", help="also write <name>_depth.ply, a coloured point cloud "
                    "(pinhole camera, principal point at the image centre; x right, y down, z forward, metres)")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
-    p.add_argument("--min_color_span", type=float, default=MIN_COLOR_SPAN,
+    p.add_argument("--min_color_span", type=POSITIVE, default=MIN_COLOR_SPAN,
                    help="metres: the coloured picture spreads its colours over at least this depth range, so that a "
                         "flat prediction looks flat")
-    p.add_argument("--focal", type=float, help="focal length in pixels for --ply (default: NYU's colour camera, "
+    p.add_argument("--focal", type=POSITIVE, help="focal length in pixels for --ply (default: NYU's colour camera, "
                    "518.86 at 640 wide, scaled to the image's width)")
     add_model_arguments(p)
     return p
@@ -324,11 +345,11 @@ def predict_options():
 def bench_options():
     p = parser("bench.py", "Benchmark: eval.py's loop against the authors' way of evaluating, on a full-size RN50 and "
                "NYU-sized images.")
-    p.add_argument("--images", type=int, default=16, help="timed images (plus a warm-up of 2)")
-    p.add_argument("--repeats", type=int, default=3, help="timed rounds of both loops; the median is reported "
+    p.add_argument("--images", type=COUNT, default=16, help="timed images (plus a warm-up of 2)")
+    p.add_argument("--repeats", type=COUNT, default=3, help="timed rounds of both loops; the median is reported "
                    "(fewer than 3 are not comparable)")
     p.add_argument("--output", "--json", dest="output", help="also write the report as JSON to this file")
-    p.add_argument("--train_images", type=int, default=0, help="also time train.py on this many generated NYU-sized "
+    p.add_argument("--train_images", type=NONNEGATIVE, default=0, help="also time train.py on this many generated NYU-sized "
                    "training images: an epoch through the image tower, the cache's first fill, and an epoch with a "
                    "warm cache (0: skip)")
     add_batch_arguments(add_running_arguments(p))
@@ -337,7 +358,8 @@ def bench_options():
 
 def demo_options():
     p = parser("demo.py", "Playground: type depth words, watch the depth change (a Gradio page).")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=bounded(int, at_least=0, at_most=65535), default=7860,
+                   help="the page's port (0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     add_long_side(p)
     add_model_arguments(p)
@@ -361,47 +383,55 @@ def train_options():
                       "'auto', every pair found; NYU sync: BTS's list, shipped; KITTI: BTS's Eigen training list, "
                       "shipped)")
     data.add_argument("--gt_path", help=f"KITTI: the annotated-depth root (default <data_path>/{kitti.GT_FOLDER})")
-    data.add_argument("--val_count", type=int, default=50, help="training images held out and scored each epoch "
+    data.add_argument("--val_count", type=COUNT, default=50, help="training images held out and scored each epoch "
                       "(DepthCLIP's protocol); never the test set")
     layout = p.add_argument_group("the prompt layout (their lang_strat names; --config sets them from their YAML)")
     layout.add_argument("--config", metavar="PARAMS.yaml", help="their params YAML: the layout and the optimizer's "
-                        "settings as defaults, flags given here win")
+                        "settings as defaults, flags given here win; a key their code does not know is refused")
+    layout.add_argument("--init", metavar="FILE", help="start from the tokens of a prompts file instead of N(0, 0.02) "
+                        "draws: a .safetensors of this repository, or their Lightning .ckpt with --config PARAMS.yaml "
+                        "(its BatchNorm statistics come along with --bn train); its token counts and width must fit "
+                        "the layout")
     layout.add_argument("--template", default=d["template"], help="paper, paper-v1, learned-static-1o1d, "
                         "learned-static-1o2d, learned-static-4o4d")
     layout.add_argument("--depth_tokens", default=d["depth_tokens"], help="learned-static-N (N learned tokens) or "
                         "words: paper, size-7, depth-7, colour-7")
     layout.add_argument("--object_tokens", default=d["object_tokens"], help="paper ('object') or learned-static-1")
     layout.add_argument("--bins", default=d["bins"], help="dset-even-N, dset-log-N, const80-log-N or paper")
-    layout.add_argument("--temperature", type=float, default=TEMPERATURE, help="of the softmax over the bins (theirs "
+    layout.add_argument("--temperature", type=POSITIVE, default=TEMPERATURE, help="of the softmax over the bins (theirs "
                         "and the paper's 0.1)")
     fit = p.add_argument_group("optimization (their defaults)")
-    fit.add_argument("--epochs", type=int, default=d["epochs"])
-    fit.add_argument("--batch_size", type=int, default=d["batch_size"])
-    fit.add_argument("--lr", type=float, default=d["lr"], help="AdamW's and OneCycleLR's maximum learning rate")
-    fit.add_argument("--weight_decay", type=float, default=d["weight_decay"])
-    fit.add_argument("--div_factor", type=float, default=d["div_factor"], help="OneCycleLR's")
-    fit.add_argument("--final_div_factor", type=float, default=d["final_div_factor"], help="OneCycleLR's")
-    fit.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="gradient-norm clipping")
-    fit.add_argument("--seed", type=int, default=0, help="token initialization, validation split and data order")
+    fit.add_argument("--epochs", type=COUNT, default=d["epochs"], help="OneCycleLR's schedule spans them all")
+    fit.add_argument("--batch_size", type=COUNT, default=d["batch_size"], help="images per step, over all "
+                     "processes under torchrun")
+    fit.add_argument("--lr", type=POSITIVE, default=d["lr"], help="AdamW's and OneCycleLR's maximum learning rate")
+    fit.add_argument("--weight_decay", type=bounded(float, at_least=0), default=d["weight_decay"], help="AdamW's")
+    fit.add_argument("--div_factor", type=POSITIVE, default=d["div_factor"], help="OneCycleLR's")
+    fit.add_argument("--final_div_factor", type=POSITIVE, default=d["final_div_factor"], help="OneCycleLR's")
+    fit.add_argument("--grad_clip", type=bounded(float, at_least=0), default=d["grad_clip"],
+                     help="gradient-norm clipping (0: none, as Lightning's gradient_clip_val 0)")
+    fit.add_argument("--seed", type=NONNEGATIVE, default=0, help="token initialization (without --init), validation "
+                     "split and data order")
     fit.add_argument("--augment", default="none", choices=["none", "flip", "full"], help="none: the evaluation "
                      "crop (NYU 416x544, KITTI 352x1216); flip: and a random horizontal flip (the cache holds both "
                      "views); full: their pipeline (NYU: registered box, rotation +-2.5 deg, random 416x544 crop; "
                      "KITTI: benchmark crop, +-1 deg, random 352x704; then flip, gamma/brightness/colour), the image "
                      "tower every step")
     fit.add_argument("--bn", default="frozen", choices=["frozen", "train"], help="frozen: CLIP exactly as released "
-                     "(features cacheable); train: their setting, BatchNorm in train mode, statistics adapted and "
-                     "written into the prompts file")
+                     "(features cacheable); train: their setting, BatchNorm in train mode over each step's batch "
+                     "(one pass of the image tower), statistics adapted and written into the prompts file")
     run = add_running_arguments(p)
     run.add_argument("--clip_model", default="RN50", help="an OpenAI CLIP name or a checkpoint path")
     run.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS))
     run.add_argument("--cache", metavar="DIR", help="eval.py's feature cache: with --bn frozen the image tower runs "
                      "once per image for the whole training")
-    run.add_argument("--keep_gb", type=float, default=8.0, help="cached features and ground truth kept in memory "
+    run.add_argument("--keep_gb", type=bounded(float, at_least=0), default=8.0, help="cached features and ground truth kept in memory "
                      "up to this many GiB (795 NYU images: 1.6 GiB with RN50); beyond, read again each step")
     run.add_argument("--output", required=True, help="the .safetensors prompts file to write")
     run.add_argument("--checkpoint_dir", help="per-epoch checkpoint (last.pt), log.jsonl and curves.png "
                      "(default: <output>_run)")
-    run.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt")
+    run.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt with the run's "
+                     "settings (others are refused); without one, say so and start")
     run.add_argument("--keep_last", action="store_true", help="write the last epoch's tokens, not the best's")
     run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files (needs tensorboard)")
     run.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from typing import Callable, NamedTuple
 
@@ -59,7 +60,7 @@ from monoclip import MonoCLIP, depth_head
 
 DEFAULTS = learned_prompts.TRAINING_DEFAULTS
 SILOG_ALPHA, SILOG_LAMBDA = 10.0, 0.85
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the run's settings recorded, checked on --resume
 
 
 def silog_sums(pred, gt, mask):
@@ -84,12 +85,14 @@ def global_silog(pred, gt, mask, world, anchor):
     """The batch's SILog when its images are spread over `world` processes: each process's sums, all-reduced, with
     the gradient flowing through this process's own part only (the token gradients are then summed), so that the
     loss and its gradient equal one process's on the whole batch. anchor: a tensor of the parameters (for a process
-    whose share of the batch is empty)."""
+    whose share of the batch is empty). None when no image of the batch has a valid pixel."""
     if world == 1:
-        return silog(pred, gt, mask)
+        return silog(pred, gt, mask) if mask.any() else None
     n, total, squares = silog_sums(pred, gt, mask) if len(pred) else (0, anchor * 0, anchor * 0)
     totals = torch.stack([torch.as_tensor(float(n)), total.detach().double(), squares.detach().double()])
     dist.all_reduce(totals)
+    if not totals[0].item():
+        return None
     return silog_of(totals[0].item(), total + (totals[1].float() - total).detach(),
                     squares + (totals[2].float() - squares).detach())
 
@@ -273,12 +276,13 @@ def image_tower_mode(model, bn):
 
 
 def layout_settings(args):
-    """(template, depth, object word, bins) from the flags (or --config's params, which set the flags' defaults)."""
+    """(template, depth, object word, bins, depth range) from the flags (or --config's params, which set the flags'
+    defaults); the depth range is the dataset's, as their params' min_depth and max_depth."""
     params = {"basic": {"dataset": args.dataset.lower()}, "depthclip": {"clip": args.clip_model, "lang_strat": {
         "templates": args.template, "depth_tokens": args.depth_tokens, "object_tokens": args.object_tokens,
         "depth_bin_centres": args.bins}}}
-    template, depth, object_word, bins, _ = learned_prompts.layout_from_params(params, "the layout flags")
-    return template, depth, object_word, bins
+    template, depth, object_word, bins, _, depth_range = learned_prompts.layout_from_params(params, "the layout flags")
+    return template, depth, object_word, bins, depth_range
 
 
 def initial_tokens(template, depth, object_word, width, seed):
@@ -286,6 +290,32 @@ def initial_tokens(template, depth, object_word, width, seed):
     generator = torch.Generator().manual_seed(seed)
     return {group: torch.nn.Parameter(torch.randn(n, width, generator=generator) * 0.02)
             for group, n in learned_prompts.token_counts(template, depth, object_word).items()}
+
+
+def read_init(args):
+    """--init FILE -> LearnedPrompts: a .safetensors of this repository, or their Lightning .ckpt with --config
+    PARAMS.yaml (the run it came from); None without --init."""
+    if not args.init:
+        return None
+    if args.init.endswith(".ckpt"):
+        if not args.config:
+            raise ValueError(f"--init {args.init} is a PyTorch Lightning checkpoint: give the params YAML it was "
+                             f"trained with as --config PARAMS.yaml")
+        return learned_prompts.from_auty(args.init, args.config, flag="--init")
+    return learned_prompts.LearnedPrompts.load(args.init, flag="--init")
+
+
+def tokens_from(given, template, depth, object_word, width):
+    """The layout's learned slots as parameters holding the tokens of --init's file; ValueError naming both layouts
+    when the file's token counts or width differ from this run's."""
+    needed = learned_prompts.token_counts(template, depth, object_word)
+    have = {group: len(given.tokens.get(group, ())) for group in needed}
+    if have != needed or given.width not in (None, width):
+        describe = lambda counts, w: ", ".join(f"{n} {g}" for g, n in counts.items()) + f" token(s) of width {w}"  # noqa: E731
+        raise ValueError(f"--init {given.source['file']} holds {describe(have, given.width)}; this run's layout "
+                         f"(--template, --depth_tokens, --object_tokens or --config) needs {describe(needed, width)}")
+    return {group: torch.nn.Parameter(given.tokens[group].clone() if n else torch.zeros(0, width))
+            for group, n in needed.items()}
 
 
 def split_train_val(dataset, val_count, seed):
@@ -303,23 +333,38 @@ class Features:
     def __init__(self, model, dataset, cache, bn, memo):
         self.model, self.dataset, self.cache, self.bn, self.memo = model, dataset, cache, bn, memo
 
-    def both_views(self, index):
-        """-> ((2, hw, C) the image and its mirror image, grid), from the cache."""
-        file = os.path.join(self.dataset.root, self.dataset.pairs[index][0])
-        load = lambda path: self.dataset.load_rgb(path, self.dataset.normalize)  # noqa: E731
-        patches, grid = self.cache.view_features(self.model, [file], load, flip=True)
-        return patches, grid
+    def cached(self, indices):
+        """-> ([(2, hw, C) the image and its mirror image], grid), from the cache (and the memo)."""
+        def read(index):
+            file = os.path.join(self.dataset.root, self.dataset.pairs[index][0])
+            load = lambda path: self.dataset.load_rgb(path, self.dataset.normalize)  # noqa: E731
+            return self.cache.view_features(self.model, [file], load, flip=True)
+        both = [self.memo(("features", i), lambda: read(i), lambda v: v[0].nbytes) for i in indices]
+        return [b[0] for b in both], both[0][1]
 
-    def __call__(self, indices, views, training=True):
-        """-> ((len(indices) * views, hw, C), grid): the images, then (views=2) their mirror images. training=False
-        (validation) runs BatchNorm on its running statistics whatever --bn says, as their validation (Lightning puts
-        the model in eval mode) does, and leaves the statistics as they are."""
+    def __call__(self, indices, mirror=None):
+        """-> ((B, hw, C), grid): each image's features, its mirror image's where mirror (B,) says so. The tower
+        sees the chosen views in one pass, so that with --bn train BatchNorm normalizes over the batch and moves its
+        statistics once per step, as their training step does."""
+        mirror = torch.zeros(len(indices), dtype=torch.bool) if mirror is None else mirror
         if self.cache is not None:
-            both = [self.memo(("features", i), lambda: self.both_views(i), lambda v: v[0].nbytes) for i in indices]
-            return torch.cat([torch.stack([b[0][v] for b in both]) for v in range(views)]), both[0][1]
+            both, grid = self.cached(indices)
+            return torch.stack([views[int(m)] for views, m in zip(both, mirror)]), grid
         rgb = torch.stack([self.dataset[i][0] for i in indices])
-        with image_tower_mode(self.model, self.bn if training else "frozen"):
-            return self.model.view_features(rgb, flip=views == 2)
+        rgb = torch.where(mirror.view(-1, 1, 1, 1), rgb.flip(3), rgb)
+        with image_tower_mode(self.model, self.bn):
+            return self.model.view_features(rgb, flip=False)
+
+    def both_views(self, indices):
+        """Validation: ((2B, hw, C) the images then their mirror images, grid), BatchNorm on its running statistics
+        whatever --bn says, as their validation (Lightning puts the model in eval mode), statistics left as they
+        are."""
+        if self.cache is not None:
+            both, grid = self.cached(indices)
+            return torch.cat([torch.stack([b[v] for b in both]) for v in range(2)]), grid
+        rgb = torch.stack([self.dataset[i][0] for i in indices])
+        with image_tower_mode(self.model, "frozen"):
+            return self.model.view_features(rgb, flip=True)
 
 
 class GroundTruth:
@@ -338,27 +383,48 @@ class GroundTruth:
 
 def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, world=1):
     """Mean evaluation-protocol metrics and SILog (per image, then averaged) over the held-out images, flip-averaged
-    as evaluated; under torchrun each process scores its share and every process gets the same means."""
+    as evaluated (learned prompts clamp each view to their range, as their validation_step); under torchrun each
+    process scores its share and every process gets the same means. An image without a scored pixel is left out of
+    the means and named once on stderr, as eval.py does; none scored is a ValueError."""
     rows = []
     with torch.no_grad():
         encoded = prompts.encode(model.clip, model.backbone.tokenize)
         mine = indices[rank::world]
         for start in range(0, len(mine), 8):
             part = mine[start:start + 8]
-            patches, grid = features(part, 2, training=False)
+            patches, grid = features.both_views(part)
             pred = model.depth_from_features(patches, grid, data.dataset.input_size, True, encoded)
             gt = ground_truth(part, clip=True).to(pred.device)
             errors = data.errors(gt, pred, part)
             single = depth_head(patches[:len(part)], grid, encoded)
             seen = data.model_region(gt, part)
-            for i in range(len(part)):
-                rows.append({"silog": silog(single[i:i + 1], seen[i:i + 1], seen[i:i + 1] > MIN_DEPTH).item(),
+            for i, index in enumerate(part):
+                sums = silog_sums(single[i:i + 1], seen[i:i + 1], seen[i:i + 1] > MIN_DEPTH)
+                rows.append({"index": index, "silog": silog_of(*sums).item() if sums[0] else math.nan,
                              **{name: errors[name][i].item() for name in METRICS}})
     if world > 1:
         gathered = [None] * world
         dist.all_gather_object(gathered, rows)
         rows = [row for part in gathered for row in part]
-    return {name: float(np.mean([row[name] for row in rows])) for name in ["silog", *METRICS]}
+    scored = [row for row in rows if all(math.isfinite(row[name]) for name in ["silog", *METRICS])]
+    for row in rows:
+        if row not in scored:
+            warn_once(data.dataset.pairs[row["index"]][1], "held out but has no pixel with valid ground truth in the "
+                      "scored region: left out of the validation means", rank)
+    if not scored:
+        raise ValueError(f"none of the {len(rows)} held-out images has a pixel with valid ground truth in the scored "
+                         f"region; check the depth files or raise --val_count")
+    return {name: float(np.mean([row[name] for row in scored])) for name in ["silog", *METRICS]}
+
+
+WARNED = set()
+
+
+def warn_once(file, what, rank=0):
+    """One stderr line per (file, what) in a run, from rank 0."""
+    if rank == 0 and (file, what) not in WARNED:
+        WARNED.add((file, what))
+        tqdm.write(f"warning: {file}: {what}", file=sys.stderr)
 
 
 def rng_states():
@@ -390,135 +456,220 @@ def curves_png(log):
     return visualize.figure_png(figure)
 
 
-def train(args, rank=0, world=1, device=None):
-    """The training loop; under torchrun (world > 1) every process holds the same tokens and takes its share of each
-    batch, rank 0 writes the logs and checkpoints."""
+RUN_SETTINGS = ("dataset", "train_split", "trainfile", "val_count", "init", "epochs", "batch_size", "lr",
+                "weight_decay", "div_factor", "final_div_factor", "grad_clip", "seed", "augment", "bn", "temperature")
+# what a run is made of: a resumed run continues only with the same values (the schedule, the optimizer's state and
+# the data order depend on them), and the prompts file records them
+
+
+class Run(NamedTuple):
+    """What training builds before its first step, and what the steps change."""
+    model: MonoCLIP
+    prompts: learned_prompts.LearnedPrompts  # holds the tokens being learned
+    parameters: list  # the tokens as the optimizer sees them
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    data: object  # NYUTraining or KITTITraining
+    train_idx: list
+    val_idx: list
+    steps_per_epoch: int
+
+
+def build(args, device):
+    """The frozen CLIP, the tokens (from --init or N(0, 0.02) draws), the data split, AdamW and OneCycleLR as their
+    configure_optimizers builds them."""
     torch.manual_seed(args.seed)
-    template, depth, object_word, bins = layout_settings(args)
+    template, depth, object_word, bins, depth_range = layout_settings(args)
+    given = read_init(args)
     model = MonoCLIP(args.clip_model, device=device or args.device, precision="fp32",
-                     fold_batchnorm=args.bn != "train", runtime=args.runtime)
+                     fold_batchnorm=args.bn != "train", runtime=args.runtime,
+                     prompts=given if given and given.visual_state and args.bn == "train" else None)
+    if given and given.visual_state and args.bn != "train":
+        tqdm.write(f"note: --init {args.init}: its BatchNorm statistics are left out with --bn frozen (CLIP as "
+                   f"released); --bn train starts from them", file=sys.stderr)
     width = model.clip.token_embedding.weight.shape[1]
-    tokens = initial_tokens(template, depth, object_word, width, args.seed)
-    prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature)
+    tokens = tokens_from(given, template, depth, object_word, width) if given else \
+        initial_tokens(template, depth, object_word, width, args.seed)
+    prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature,
+                                             depth_range=depth_range)
     data = TRAINING_SETS[args.dataset](args)
-    dataset = data.dataset
-    train_idx, val_idx = split_train_val(dataset, args.val_count, args.seed)
-    cache = None
-    if args.cache:
-        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": data.name,
-                                          "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
-    memo = Memo(args.keep_gb * 2 ** 30)
-    features, ground_truth = Features(model, dataset, cache, args.bn, memo), GroundTruth(data, memo)
-    augmented = Augmented(model, data, args.seed, args.bn)
+    train_idx, val_idx = split_train_val(data.dataset, args.val_count, args.seed)
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     parameters = [t for t in tokens.values() if t.numel()]
     optimizer = torch.optim.AdamW(parameters, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, cycle_momentum=True, base_momentum=0.85,
         max_momentum=0.95, div_factor=args.div_factor, final_div_factor=args.final_div_factor)
-    first_epoch, log, best = 0, [], None
-    last_path, log_path = os.path.join(args.checkpoint_dir, "last.pt"), os.path.join(args.checkpoint_dir, "log.jsonl")
-    if args.resume and os.path.isfile(last_path):
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-        if state["layout"] != [template, depth, object_word, list(bins)] or state["backbone"] != \
-                model.backbone.weights_id():
-            raise ValueError(f"--resume: {last_path} is a run of another layout or backbone; give another "
-                             f"--checkpoint_dir or leave out --resume")
-        with torch.no_grad():
-            for name, value in state["tokens"].items():
-                tokens[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("visual"):
-            model.clip.visual.load_state_dict(state["visual"], strict=False)
-        first_epoch, log, best = state["epoch"] + 1, state["log"], state["best"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if rank == 0:
-            with open(log_path, "w") as f:  # what a killed run logged after its last checkpoint goes
-                f.writelines(json.dumps(record) + "\n" for record in log)
-    writer = None
-    if args.tensorboard and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(args.tensorboard)
-    views = 2 if args.augment == "flip" else 1
-    if first_epoch == 0:  # where the standard initialization stands, to measure learning against
-        val = evaluate_val(model, prompts, features, ground_truth, data, val_idx, rank, world)
-        log.append({"step": 0, "epoch": 0, "val": val})
-        if rank == 0:
-            with open(log_path, "w") as f:
-                f.write(json.dumps(log[-1]) + "\n")
-        say = tqdm.write if rank == 0 else (lambda text: None)
-        say(f"initial tokens: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
-                   f"AbsRel {val['abs_rel']:.3f}")
-    for epoch in range(first_epoch, args.epochs):
-        order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
-        flips = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch + 1))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step", dynamic_ncols=True,
-                   disable=not args.progress or rank != 0)
-        started = time.perf_counter()
-        for step in bar:
-            chosen = order[step * args.batch_size:(step + 1) * args.batch_size][rank::world]  # this process's share
-            indices = [train_idx[i] for i in chosen]
-            if args.augment == "full" and indices:
-                patches, grid, gt = augmented(indices, epoch)
-            else:
-                patches, grid = features(indices, views) if indices else (torch.zeros(0), None)
-                gt = data.model_region(ground_truth(indices), indices).to(model.device) if indices else torch.zeros(0)
-            if views == 2:  # the mirror view where the draw says so, its ground truth mirrored with it
-                mirror = flips[chosen] < 0.5
-                B = len(indices)
-                patches = torch.where(mirror.view(-1, 1, 1).to(patches.device), patches[B:], patches[:B])
-                gt = torch.where(mirror.view(-1, 1, 1, 1).to(gt.device), gt.flip(3), gt)
-            encoded = prompts.encode(model.clip, model.backbone.tokenize)
-            pred = depth_head(patches.float(), grid, encoded) if indices else torch.zeros(0)
-            loss = global_silog(pred, gt, gt > MIN_DEPTH, world, parameters[0].sum())
-            if not torch.isfinite(loss):
-                raise ValueError(f"the loss is {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good "
-                                 f"tokens are in {last_path if os.path.isfile(last_path) else 'no checkpoint yet'}; "
-                                 f"lower --lr")
-            optimizer.zero_grad()
-            loss.backward()
-            for parameter in parameters if world > 1 else []:  # each process's part of the whole batch's gradient
-                dist.all_reduce(parameter.grad)
-            torch.nn.utils.clip_grad_norm_(parameters, args.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            global_step = epoch * steps_per_epoch + step + 1
-            record = {"step": global_step, "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": loss.item()}
-            log.append(record)
-            if rank == 0:
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            if writer:
-                writer.add_scalar("train/loss", record["loss"], global_step)
-                writer.add_scalar("train/lr", record["lr"], global_step)
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-        seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
-        val = evaluate_val(model, prompts, features, ground_truth, data, val_idx, rank, world)
-        record = {"step": (epoch + 1) * steps_per_epoch, "epoch": epoch + 1, "seconds": seconds, "val": val}
-        log.append(record)
-        if rank == 0:
-            with open(log_path, "a") as f:
+    return Run(model, prompts, parameters, optimizer, scheduler, data, train_idx, val_idx, steps_per_epoch)
+
+
+def run_settings(args):
+    return {key: getattr(args, key) for key in RUN_SETTINGS}
+
+
+def resume(args, run, last_path):
+    """Continue from last_path: the tokens, optimizer, schedule, BatchNorm statistics and random state as the last
+    finished epoch left them -> (first epoch, log, best). ValueError when the checkpoint is of another layout or
+    backbone, or was made with other settings (naming each flag and both values): OneCycleLR's schedule spans the
+    run's steps and cannot be stretched, and a changed rate or batch would leave the file recording what was not
+    used."""
+    state = torch.load(last_path, map_location="cpu", weights_only=False)
+    p = run.prompts
+    if state["layout"] != [p.template, p.depth, p.object_word, list(p.bins)] or \
+            state["backbone"] != run.model.backbone.weights_id():
+        raise ValueError(f"--resume: {last_path} is a run of another layout or backbone; give another "
+                         f"--checkpoint_dir or leave out --resume")
+    recorded = state.get("settings") or {"epochs": state["scheduler"]["total_steps"] // run.steps_per_epoch}
+    changed = [f"--{key} {getattr(args, key)} (the run has {value})" for key, value in recorded.items()
+               if getattr(args, key) != value]
+    if changed:
+        how = (f"; its OneCycleLR schedule spans {recorded['epochs']} epochs and cannot be extended: to train on, "
+               f"start a new run from its tokens with --init {args.output}") if "epochs" in " ".join(changed) else ""
+        raise ValueError(f"--resume: {last_path} was made with other settings: {', '.join(changed)}; give the run's "
+                         f"values or another --checkpoint_dir{how}")
+    with torch.no_grad():
+        for name, value in state["tokens"].items():
+            run.prompts.tokens[name].copy_(value)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    if state.get("visual"):
+        run.model.clip.visual.load_state_dict(state["visual"], strict=False)
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["epoch"] + 1, state["log"], state["best"]
+
+
+def batch(args, run, features, ground_truth, augmented, chosen, epoch, flips):
+    """This process's share of one step's images -> ((B, hw, C) patch features, grid, (B, 1, H, W) ground truth in
+    metres, in the region the model sees), each image mirrored where the epoch's draw says so (--augment flip)."""
+    indices = [run.train_idx[i] for i in chosen]
+    if not indices:
+        return torch.zeros(0), None, torch.zeros(0)
+    if args.augment == "full":
+        return augmented(indices, epoch)
+    mirror = flips[chosen] < 0.5 if args.augment == "flip" else torch.zeros(len(indices), dtype=torch.bool)
+    patches, grid = features(indices, mirror)
+    gt = run.data.model_region(ground_truth(indices), indices).to(run.model.device)
+    gt = torch.where(mirror.view(-1, 1, 1, 1).to(gt.device), gt.flip(3), gt)
+    return patches, grid, gt
+
+
+def step(args, run, patches, grid, gt, world, where):
+    """One optimizer step as Lightning runs theirs: SILog, zero_grad, backward (token gradients summed over
+    processes), gradient-norm clipping, AdamW, OneCycleLR -> the loss, or None when no image of the batch has a
+    valid pixel (then only the schedule moves, so that the epochs keep their learning rates)."""
+    encoded = run.prompts.encode(run.model.clip, run.model.backbone.tokenize)
+    pred = depth_head(patches.float(), grid, encoded) if len(gt) else torch.zeros(0)
+    loss = global_silog(pred, gt, gt > MIN_DEPTH, world, run.parameters[0].sum())
+    if loss is None:
+        run.scheduler.step()
+        return None
+    if not torch.isfinite(loss):
+        raise ValueError(f"the loss is {loss.item()} at {where}; the last good tokens are in the last checkpoint "
+                         f"of --checkpoint_dir {args.checkpoint_dir}, if any; lower --lr")
+    run.optimizer.zero_grad()
+    loss.backward()
+    for parameter in run.parameters if world > 1 else []:  # each process's part of the whole batch's gradient
+        dist.all_reduce(parameter.grad)
+    if args.grad_clip:  # 0: none, as Lightning's gradient_clip_val
+        torch.nn.utils.clip_grad_norm_(run.parameters, args.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    return loss.item()
+
+
+class Log:
+    """log.jsonl (rank 0), the records in memory for the checkpoint and curves.png, and TensorBoard if asked."""
+
+    def __init__(self, path, records, rank, tensorboard=None):
+        self.path, self.records, self.rank = path, records, rank
+        self.writer = None
+        if tensorboard and rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(tensorboard)
+        if rank == 0:  # a resumed run: what a killed run logged after its last checkpoint goes
+            with open(path, "w") as f:
+                f.writelines(json.dumps(record) + "\n" for record in records)
+
+    def add(self, record):
+        self.records.append(record)
+        if self.rank == 0:
+            with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if writer:
+        if self.writer and "loss" in record:
+            self.writer.add_scalar("train/loss", record["loss"], record["step"])
+            self.writer.add_scalar("train/lr", record["lr"], record["step"])
+        if self.writer and "val" in record:
             for name in ("silog", "a1", "abs_rel", "rmse"):
-                writer.add_scalar(f"val/{name}", val[name], epoch + 1)
-        (tqdm.write if rank == 0 else (lambda text: None))(f"epoch {epoch + 1}: validation SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, "
-                   f"AbsRel {val['abs_rel']:.3f}")
-        snapshot = {name: t.detach().clone() for name, t in tokens.items()}
+                self.writer.add_scalar(f"val/{name}", record["val"][name], record["epoch"])
+        if "val" in record and self.rank == 0:
+            val = record["val"]
+            tqdm.write(f"{'initial tokens' if record['epoch'] == 0 else 'epoch ' + str(record['epoch'])}: validation "
+                       f"SILog {val['silog']:.4f}, δ1 {val['a1']:.3f}, AbsRel {val['abs_rel']:.3f}")
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+
+
+def train(args, rank=0, world=1, device=None):
+    """The training loop -> (Run, best {'epoch', 'val', 'tokens'}, log records); under torchrun (world > 1) every
+    process holds the same tokens and takes its share of each batch, rank 0 writes the logs and checkpoints."""
+    run = build(args, device)
+    model, dataset = run.model, run.data.dataset
+    cache = None
+    if args.cache:
+        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": run.data.name,
+                                          "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
+    memo = Memo(args.keep_gb * 2 ** 30)
+    features, ground_truth = Features(model, dataset, cache, args.bn, memo), GroundTruth(run.data, memo)
+    augmented = Augmented(model, run.data, args.seed, args.bn)
+    last_path = os.path.join(args.checkpoint_dir, "last.pt")
+    first_epoch, records, best = 0, [], None
+    if args.resume and os.path.isfile(last_path):
+        first_epoch, records, best = resume(args, run, last_path)
+    elif args.resume and rank == 0:
+        tqdm.write(f"note: --resume: no checkpoint {last_path} yet; training from the start", file=sys.stderr)
+    log = Log(os.path.join(args.checkpoint_dir, "log.jsonl"), records, rank, args.tensorboard)
+    validate = lambda: evaluate_val(model, run.prompts, features, ground_truth, run.data, run.val_idx,  # noqa: E731
+                                    rank, world)
+    if first_epoch == 0:  # where the starting tokens stand, to measure learning against
+        log.add({"step": 0, "epoch": 0, "val": validate()})
+    for epoch in range(first_epoch, args.epochs):
+        order = torch.randperm(len(run.train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch))
+        flips = torch.rand(len(run.train_idx), generator=torch.Generator().manual_seed(args.seed * 1000 + epoch + 1))
+        bar = tqdm(range(run.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
+                   dynamic_ncols=True, disable=not args.progress or rank != 0)
+        started = time.perf_counter()
+        for i in bar:
+            chosen = order[i * args.batch_size:(i + 1) * args.batch_size][rank::world]  # this process's share
+            patches, grid, gt = batch(args, run, features, ground_truth, augmented, chosen, epoch, flips)
+            for index, seen in zip(chosen.tolist(), gt.flatten(1).gt(MIN_DEPTH).any(1).tolist()):
+                if not seen:
+                    warn_once(run.data.dataset.pairs[run.train_idx[index]][1], "no pixel with valid ground truth in "
+                              "the region the model sees: it adds nothing to the loss", rank)
+            global_step = epoch * run.steps_per_epoch + i + 1
+            loss = step(args, run, patches, grid, gt, world, f"epoch {epoch + 1}, step {i + 1}")
+            if loss is None:
+                continue  # no image of the batch with ground truth: said above, image by image
+            log.add({"step": global_step, "epoch": epoch + 1, "lr": run.scheduler.get_last_lr()[0], "loss": loss})
+            bar.set_postfix(loss=f"{loss:.4f}")
+        seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
+        val = validate()
+        log.add({"step": (epoch + 1) * run.steps_per_epoch, "epoch": epoch + 1, "seconds": seconds, "val": val})
+        snapshot = {name: t.detach().clone() for name, t in run.prompts.tokens.items()}
         if best is None or val["abs_rel"] < best["val"]["abs_rel"]:
             best = {"epoch": epoch + 1, "val": val, "tokens": snapshot}
         if rank == 0:
-            save_checkpoint(last_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch, "tokens": snapshot,
-                                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                        "rng": rng_states(), "layout": [template, depth, object_word, list(bins)],
-                                        "backbone": model.backbone.weights_id(), "log": log, "best": best,
-                                        "visual": batchnorm_state(model) if args.bn == "train" else None})
+            save_checkpoint(last_path, {
+                "format": CHECKPOINT_FORMAT, "epoch": epoch, "tokens": snapshot, "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "rng": rng_states(), "settings": run_settings(args),
+                "layout": [run.prompts.template, run.prompts.depth, run.prompts.object_word, list(run.prompts.bins)],
+                "backbone": model.backbone.weights_id(), "log": log.records, "best": best,
+                "visual": batchnorm_state(model) if args.bn == "train" else None})
         if world > 1:
             dist.barrier()  # every process resumes from the same checkpoint
-    if writer:
-        writer.close()
-    return model, prompts, tokens, best, log, (template, depth, object_word, bins)
+    log.close()
+    return run, best, log.records
 
 
 def batchnorm_state(model):
@@ -530,57 +681,52 @@ def batchnorm_state(model):
 def main(argv=None):
     p = options.train_options()
     args = p.parse_args(argv)
-    if args.config:
-        params = learned_prompts.read_params(args.config)
-        strategy, optimizer = params["depthclip"]["lang_strat"], params.get("optimizer", {})
+    if args.config:  # their params set the flags' defaults; flags given on the command line win
+        try:
+            params = learned_prompts.read_params(args.config, "--config")
+        except ValueError as error:
+            p.error(str(error))
+        strategy, optimizer, basic = params["depthclip"]["lang_strat"], params.get("optimizer", {}), \
+            params.get("basic", {})
         p.set_defaults(template=strategy.get("templates"), depth_tokens=strategy.get("depth_tokens"),
                        object_tokens=strategy.get("object_tokens"), bins=strategy.get("depth_bin_centres"),
-                       epochs=params.get("basic", {}).get("max_epochs", DEFAULTS["epochs"]),
-                       batch_size=params.get("basic", {}).get("batch_size", DEFAULTS["batch_size"]),
+                       epochs=basic.get("max_epochs", DEFAULTS["epochs"]),
+                       batch_size=basic.get("batch_size", DEFAULTS["batch_size"]),
                        lr=optimizer.get("lr", DEFAULTS["lr"]), weight_decay=optimizer.get("wd", DEFAULTS["weight_decay"]),
                        div_factor=optimizer.get("div_factor", DEFAULTS["div_factor"]),
                        final_div_factor=optimizer.get("final_div_factor", DEFAULTS["final_div_factor"]),
                        grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]),
-                       dataset=params.get("basic", {}).get("dataset", "nyu"))
+                       dataset=str(basic.get("dataset", "nyu")).upper())
         args = p.parse_args(argv)
-    if args.dataset == "KITTI" and args.train_split != "train":
-        p.error("--train_split is NYU's; KITTI trains on BTS's Eigen list (--trainfile for another)")
+    options.check_train_arguments(p, args)
     args.data_path = args.data_path or (nyu.DEFAULT_DATA_PATH if args.dataset == "NYU" else kitti.DEFAULT_DATA_PATH)
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
-    if min(args.epochs, args.batch_size) < 1 or args.val_count < 1 or args.lr <= 0:
-        p.error("--epochs, --batch_size and --val_count must be at least 1, --lr positive")
-    if args.cache and args.augment == "full":
-        p.error("--augment full changes every image every step: its features cannot be cached; leave out --cache")
-    if args.cache and args.bn == "train":
-        p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
-                "leave out --cache or use --bn frozen")
     rank, world, device = start_distributed(pick_device(args.device))
     with cli.OutputFile(args.output) if rank == 0 else contextlib.nullcontext() as output, \
             cli.output_dir(args.checkpoint_dir, "--checkpoint_dir") if rank == 0 else contextlib.nullcontext():
         if world > 1:
             dist.barrier()  # the checkpoint folder exists before any process looks into it
-        model, prompts, tokens, best, log, layout = train(args, rank, world, device)
+        run, best, log = train(args, rank, world, device)
         if rank != 0:
             dist.destroy_process_group()
             return
-        template, depth, object_word, bins = layout
-        visual = batchnorm_state(model) if args.bn == "train" else None
-        chosen = best["tokens"] if best and not args.keep_last else {k: t.detach() for k, t in tokens.items()}
-        result = learned_prompts.LearnedPrompts(template, depth, object_word, bins, chosen, args.temperature, visual)
-        training = {"training": {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "weight_decay",
-                                                                      "div_factor", "final_div_factor", "grad_clip",
-                                                                      "seed", "augment", "bn", "val_count",
-                                                                      "temperature", "dataset")},
-                    "data": {"data_path": os.path.abspath(args.data_path), "split": args.train_split
-                             if args.dataset == "NYU" else "eigen_train", "list": train_list(args) if train_list(args) == "auto" else
-                             os.path.abspath(train_list(args))},
+        p = run.prompts
+        chosen = best["tokens"] if best and not args.keep_last else {k: t.detach() for k, t in p.tokens.items()}
+        result = learned_prompts.LearnedPrompts(p.template, p.depth, p.object_word, p.bins, chosen, p.temperature,
+                                                batchnorm_state(run.model) if args.bn == "train" else None,
+                                                p.depth_range)
+        listing = train_list(args)
+        training = {"training": run_settings(args),
+                    "data": {"data_path": os.path.abspath(args.data_path),
+                             "split": args.train_split if args.dataset == "NYU" else "eigen_train",
+                             "list": listing if listing == "auto" else os.path.abspath(listing)},
                     "validation": best["val"] if best else None, "kept": "last" if args.keep_last else "best",
                     "processes": world}
-        output.write(result.file_bytes(model.clip_model, model.backbone.checkpoint_sha256, training))
+        output.write(result.file_bytes(run.model.clip_model, run.model.backbone.checkpoint_sha256, training))
         cli.write_file(os.path.join(args.checkpoint_dir, "curves.png"), curves_png(log), "--checkpoint_dir")
     if world > 1:
         dist.destroy_process_group()
-    kept = log[-1] if args.keep_last else best  # the last epoch's validation record, or the best's
+    kept = next(r for r in reversed(log) if "val" in r) if args.keep_last else best  # the validation record kept
     print(f"{args.output} written: the {training['kept']} tokens (epoch {kept['epoch']}, validation δ1 "
           f"{kept['val']['a1']:.3f}, AbsRel {kept['val']['abs_rel']:.3f}); log and curves in {args.checkpoint_dir}")
 

@@ -72,7 +72,7 @@ def write_run(folder, clip_model, template="learned-static-1o1d", depth_tokens="
         clip_state = adapted_batchnorm(clip_state, batchnorm_seed)
     width = clip_state["token_embedding.weight"].shape[1]
     state = {f"model.clip.{key}": value for key, value in clip_state.items()}
-    template_text, depth, object_word, _, _ = learned_prompts.layout_from_params(config, "write_run")
+    template_text, depth, object_word, *_ = learned_prompts.layout_from_params(config, "write_run")
     counts = learned_prompts.token_counts(template_text, depth, object_word)
     for group, tokens in draw_tokens(counts, width, seed).items():
         state.update({f"model.extra_tkns_learnables_{group}.{i}": row[None].clone() for i, row in enumerate(tokens)})
