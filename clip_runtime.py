@@ -13,7 +13,6 @@ channels_last, one view per pass on a CPU); and the settings that results files 
 import contextlib
 import functools
 import hashlib
-import json
 import os
 import sys
 
@@ -23,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-import cli
 import clip
 import open_clip_adapter
 from clip.clip import CLIP_MEAN, CLIP_STD, checkpoint_sha256
@@ -90,13 +88,17 @@ class FrozenCLIP:
                 tower = GraphTower(name, self.model, self.weights_id(), self.precision)
                 exact = tower if self.precision == "fp32" else GraphTower(name, self.model, self.weights_id(), "fp32")
                 difference = self.checked(exact, kind, images, depth_of)
-            except ValueError as error:
-                if runtime != "auto":
+            except Exception as error:  # under auto nothing about a speed-up fails the run: the runtimes' own errors
+                if runtime != "auto":  # included (a ValueError from GraphTower says what failed in one line)
                     raise
-                reasons.append(str(error).split(";")[0])
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                if not isinstance(error, ValueError):
+                    reason = f"{type(error).__name__}: {reason}"
+                reasons.append(f"{name}: {reason.split(';')[0]}")
                 continue
             if difference <= CHECK_METRES:
                 self.image_tower, self.runtime = tower, name
+                tower.fallback = runtime == "auto"
                 return
             reason = f"{name}'s depth differs from PyTorch's by {difference:.2g} m on the check image"
             if runtime != "auto":
@@ -108,19 +110,12 @@ class FrozenCLIP:
     def checked(self, tower, kind, images, depth_of):
         """The largest |depth difference| (m) between a GraphTower and PyTorch on the check image, computed once per
         export and runtime version and then read from beside the export."""
-        record = tower.check_record(kind, tuple(images.shape[-2:]))
-        if os.path.isfile(record):
-            try:
-                with open(record) as f:
-                    return float(json.load(f)["largest_depth_difference_m"])
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable: check again
-        with torch.inference_mode():
-            difference = (depth_of(tower, images) - depth_of(self.model, images)).abs().max().item()
-        try:
-            cli.write_file(record, json.dumps({"largest_depth_difference_m": difference}).encode())
-        except ValueError:
-            pass  # a read-only cache: the check runs again next time
+        size = tuple(images.shape[-2:])
+        difference = tower.recorded_check(kind, size)
+        if difference is None:
+            with torch.inference_mode():
+                difference = (depth_of(tower, images) - depth_of(self.model, images)).abs().max().item()
+            tower.record_check(kind, size, difference)
         return difference
 
     def runtime_name(self):
