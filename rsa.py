@@ -20,7 +20,6 @@ Captions (their 15 per image) are read by datasets/captions.py; docs/rsa.md has 
 import hashlib
 import io
 import json
-import math
 import os
 from dataclasses import dataclass
 
@@ -142,6 +141,8 @@ class CaptionEncoder:
         return True
 
     def _write(self, key, feature):
+        if self.folder is None:
+            return
         os.makedirs(self.folder, exist_ok=True)
         buffer = io.BytesIO()
         np.save(buffer, feature.numpy())
@@ -249,24 +250,25 @@ def benchmark_crop(gt):
 
 
 def errors(gt, pred):
-    """gt, pred (N,) metres of one image's scored pixels -> {metric: float}: their utils.compute_errors (silog is
-    the standard deviation of the log error x100, not their training loss's), in float64; NaN for every metric
-    when there is no pixel (theirs would warn and give NaN too)."""
+    """gt, pred (N,) metres of one image's scored pixels -> {metric: float}: their utils.compute_errors, in its
+    float32 numpy arithmetic and order, so the numbers are theirs to the last bit (silog, the standard deviation of
+    the log error x100 and not their training loss, loses ~1e-5 of itself to float32 cancellation there as here).
+    NaN for every metric when there is no pixel (theirs would warn and give NaN too)."""
     if gt.size == 0:
         return dict.fromkeys(METRICS, float("nan"))
-    gt, pred = gt.astype(np.float64), pred.astype(np.float64)
-    thresh = np.maximum(gt / pred, pred / gt)
+    gt, pred = np.asarray(gt, dtype=np.float32), np.asarray(pred, dtype=np.float32)
+    thresh = np.maximum((gt / pred), (pred / gt))
     log_err = np.log(pred) - np.log(gt)
     return {
-        "silog": float(np.sqrt(max(np.mean(log_err ** 2) - np.mean(log_err) ** 2, 0.0)) * 100),
+        "silog": float(np.sqrt(np.mean(log_err ** 2) - np.mean(log_err) ** 2) * 100),
         "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
         "log10": float(np.mean(np.abs(np.log10(pred) - np.log10(gt)))),
-        "rmse": float(math.sqrt(np.mean((gt - pred) ** 2))),
-        "sq_rel": float(np.mean((gt - pred) ** 2 / gt)),
-        "rmse_log": float(math.sqrt(np.mean(log_err ** 2))),
-        "a1": float(np.mean(thresh < 1.25)),
-        "a2": float(np.mean(thresh < 1.25 ** 2)),
-        "a3": float(np.mean(thresh < 1.25 ** 3)),
+        "rmse": float(np.sqrt(((gt - pred) ** 2).mean())),
+        "sq_rel": float(np.mean(((gt - pred) ** 2) / gt)),
+        "rmse_log": float(np.sqrt(((np.log(gt) - np.log(pred)) ** 2).mean())),
+        "a1": float((thresh < 1.25).mean()),
+        "a2": float((thresh < 1.25 ** 2).mean()),
+        "a3": float((thresh < 1.25 ** 3).mean()),
     }
 
 

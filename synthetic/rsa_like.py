@@ -58,7 +58,7 @@ def relative_of(gt, rng):
     smallest value; the top tenth of the rows 0 (a ReLU's sky)."""
     disparity = np.where(gt > 0, 1.0 / np.maximum(gt, 1e-3), 0.0)
     disparity[gt <= 0] = disparity[gt > 0].min() if (gt > 0).any() else 0.1
-    rel = rng.uniform(0.5, 2.0) * disparity + rng.uniform(0.0, 0.2)
+    rel = rng.uniform(0.5, 2.0) * disparity + rng.uniform(0.0, 0.02)
     rel *= 1 + 0.01 * rng.standard_normal(rel.shape)
     rel[: rel.shape[0] // 10] = 0.0
     return np.maximum(rel, 0).astype(np.float32)
@@ -110,11 +110,14 @@ def write_void(root, count, rng):
 
 
 def make_lanscale(seed, text_width=rsa.TEXT_WIDTH):
-    """LanScale with seeded weights (torch's default initialisation under torch.manual_seed(seed))."""
+    """LanScale with seeded weights (torch's default initialisation under torch.manual_seed(seed)), its shift
+    lowered so 1 / (s * r + t) lands near the maps' metres."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = rsa.LanScale(text_width).eval()
     torch.random.set_rng_state(generator_state)
+    with torch.no_grad():  # exp(shift) from about 0.9 to about 0.01 (1 / 100 m): metres of the relative maps' order
+        model.shift_net[-1].bias -= 4.5
     return model
 
 
