@@ -40,18 +40,21 @@ def caption_path(folder, image_path):
     return os.path.join(folder, image_path.split(" ")[0].lstrip("/")[:-4] + ".txt")
 
 
-def read_captions(path):
-    """A text_all file -> its 15 captions, trailing newlines removed (CLIP's tokenizer drops them: the same
-    tokens). ValueError (one line, with what to do) when it is missing or has another count of lines: their
-    get_text would crash on a short file or, worse, reuse the previous image's caption of the batch."""
+def read_captions(path, need=CAPTIONS_PER_IMAGE):
+    """A text_all file -> its captions, trailing newlines removed (CLIP's tokenizer drops them: the same tokens).
+    need: how many lines the file must have: their 15 for training (their get_text would crash on a shorter file
+    or, worse, reuse the previous image's caption of the batch); 1 for evaluation, which reads line 0 only (a
+    caption file of your own may hold one line). ValueError (one line, with what to do) when it is missing or
+    short."""
     if not os.path.isfile(path):
         raise ValueError(f"no caption file {path} for this image; {HINT}, or give --captions the folder holding "
                          f"<image path>.txt files")
     with open(path, encoding="utf-8") as f:
         lines = [line.rstrip("\n") for line in f]
-    if len(lines) != CAPTIONS_PER_IMAGE:
-        raise ValueError(f"{path} has {len(lines)} lines; RSA's caption files have {CAPTIONS_PER_IMAGE} (one caption "
-                         f"per line)")
+    if len(lines) < need or not lines[0].strip():
+        use = f"training draws one of {CAPTIONS_PER_IMAGE}" if need > 1 else "evaluation reads the first, not empty"
+        raise ValueError(f"{path} has {len(lines)} line(s){' and an empty first one' if lines else ''}: {use} "
+                         f"(RSA's caption files hold {CAPTIONS_PER_IMAGE}, one caption per line)")
     return lines
 
 
@@ -68,7 +71,8 @@ def pick_caption(captions, mode, rng=random):
 def get_text(folder, image_paths, mode, rng=random):
     """Their utils.get_text for a batch: image paths (split-list lines or their first fields) -> one caption each
     (trailing newline removed)."""
-    return [pick_caption(read_captions(caption_path(folder, path)), mode, rng) for path in image_paths]
+    need = CAPTIONS_PER_IMAGE if mode == "train" else 1
+    return [pick_caption(read_captions(caption_path(folder, path), need), mode, rng) for path in image_paths]
 
 
 def read_panoptic(path):
