@@ -3,7 +3,13 @@
 Every metric is computed per image over its valid pixels and then averaged over images, whatever the batch
 size. Optionally (median_scale) each prediction is first scaled by median(gt) / median(prediction) over its
 valid pixels, as monodepth2's evaluation does, to separate "orders depth correctly" from "knows metres".
+
+Ground truth of NaN or +-inf is never a valid pixel, and an image without a valid pixel (or whose alignment is
+undefined: a median prediction of 0) gets a row of NaN, never an exception or a division-by-zero warning;
+eval.py's split_unscored leaves such rows out of the means and lists them under `unscored`.
 """
+import math
+
 import numpy as np
 import torch
 
@@ -20,20 +26,28 @@ def score(gt, pred, cap, median_scale=False):
     """gt, pred: (N,) one image's valid pixels -> {metric: scalar} (and 'scale' with median_scale).
 
     Float64 sums, so neither batching nor pixel order can change a digit; an image with no valid pixel gets
-    NaN, as in the authors' code. Both are clamped to [MIN_DEPTH = 1e-3, cap] after any scaling.
+    NaN for every metric, as in the authors' code, and so does one whose median scale is undefined.
+    Both are clamped to [MIN_DEPTH = 1e-3, cap] after any scaling.
     """
-    scale = None
+    scale = median_ratio(gt.cpu().numpy(), pred.cpu().numpy()) if median_scale else None
+    if gt.numel() == 0 or (median_scale and math.isnan(scale)):  # a NaN row (a NaN scale alone would leave the
+        # thresholds' shares at 0, not NaN)
+        metrics = dict.fromkeys(METRICS, torch.tensor(math.nan, dtype=torch.float64, device=gt.device))
+    else:
+        metrics = mean_errors(gt.clamp(MIN_DEPTH, cap), (pred * scale if median_scale else pred).clamp(MIN_DEPTH, cap))
     if median_scale:
-        scale = float(np.median(gt.cpu().numpy()) / np.median(pred.cpu().numpy())) if gt.numel() else float("nan")
-        pred = pred * scale
-    gt, pred = gt.clamp(MIN_DEPTH, cap), pred.clamp(MIN_DEPTH, cap)
+        metrics["scale"] = torch.tensor(scale, dtype=torch.float64)
+    return metrics
 
+
+def mean_errors(gt, pred):
+    """gt, pred: (N,) clamped, N > 0 -> {metric: float64 scalar}: each metric's mean over the pixels."""
     def mean(x):
         return x.sum(dtype=torch.float64) / x.numel()
 
     ratio = torch.maximum(gt / pred, pred / gt)
     diff = gt - pred
-    metrics = {
+    return {
         "abs_diff": mean(diff.abs()),
         "a1": mean(ratio < 1.25),
         "a2": mean(ratio < 1.25 ** 2),
@@ -44,9 +58,16 @@ def score(gt, pred, cap, median_scale=False):
         "rmse_log": mean((torch.log(gt) - torch.log(pred)) ** 2).sqrt(),
         "sq_rel": mean(diff ** 2 / gt),
     }
-    if median_scale:
-        metrics["scale"] = torch.tensor(scale, dtype=torch.float64)
-    return metrics
+
+
+def median_ratio(gt, pred):
+    """median(gt) / median(pred) of one image's valid pixels (N,), numpy's float32 medians as monodepth2's; NaN
+    when there is no pixel or the prediction's median is 0 (the scale is undefined: no division-by-zero warning,
+    a NaN row)."""
+    if gt.size == 0:
+        return float("nan")
+    denominator = np.median(pred)
+    return float(np.median(gt) / denominator) if denominator != 0 else float("nan")
 
 
 def stacked(rows):
@@ -68,7 +89,8 @@ def per_image_errors_NYU(gt, pred, crop=True, median_scale=False):
 
     The prediction is pasted back into the full frame (zeros elsewhere); a pixel counts where
     1e-3 < gt < 10, pred > 1e-3 and, with crop, inside the Eigen crop rows 45:471, cols 46:601 (nyu.EIGEN_CROP, from
-    the authors' calculate_error.py); gt and pred are clamped to [1e-3, 10].
+    the authors' calculate_error.py); gt and pred are clamped to [1e-3, 10]. A NaN or +-inf gt fails the range
+    comparisons (as in the authors' code): that pixel is left out. An image without a valid pixel: NaN in its row.
     """
     gt, pred = gt[:, 0].float(), paste_into_frame(pred.float())[:, 0]
     if crop:  # no pixel outside the Eigen crop counts: leave it out of the work too
@@ -85,7 +107,8 @@ def compute_errors_NYU(gt, pred, crop=True):
 
 def kitti_errors(gt, pred, crop="garg", cap=kitti.CAP, median_scale=False):
     """gt, pred: (H, W) metres, one image, one size -> {metric: scalar}: a pixel counts where 1e-3 < gt < cap
-    and inside the named crop (kitti.CROPS' fractions of this frame)."""
+    (cap finite, so a NaN or +-inf gt fails it, as in BTS's comparisons) and inside the named crop (kitti.CROPS'
+    fractions of this frame). No valid pixel: NaN for every metric."""
     valid = (gt > MIN_DEPTH) & (gt < cap)
     if kitti.CROPS[crop]:
         top, bottom, left, right = kitti.CROPS[crop]
@@ -124,9 +147,10 @@ def per_image_errors_auty(gt, pred, dataset="NYU", frame_sizes=None):
     """gt (B, 1, H, W) metres, pred (B, 1, h, w) metres (each view clamped to the depth range before the flip
     average, as their validation_step) -> {metric: (B,) tensor}, as their metrics/MetricsPreprocess.py scores:
     pred upsampled bilinearly (align_corners=True) to the ground truth, NaN -> min and +-inf -> max depth, a pixel
-    counting where min < gt <= max (their cap is inclusive) and inside NYU's crop rows 45:471, cols 41:601, or, on
-    KITTI, Garg's fractions of the 352x1216 benchmark box that their loader crops the ground truth to. Their
-    rmse_log running average has no square root; here rmse_log is the root, as everywhere else."""
+    counting where min < gt <= max (their cap is inclusive; a NaN or +-inf gt fails it) and inside NYU's crop rows
+    45:471, cols 41:601, or, on KITTI, Garg's fractions of the 352x1216 benchmark box that their loader crops the
+    ground truth to. Their rmse_log running average has no square root; here rmse_log is the root, as everywhere
+    else. No valid pixel: NaN for every metric."""
     low, high = AUTY_DEPTH_RANGE[dataset]
     rows = []
     for i, (truth, depth) in enumerate(zip(gt[:, 0].float(), pred.float())):
@@ -160,13 +184,19 @@ def least_squares(gt, pred, valid, max_resolution=None):
     (src/util/alignment.py), numpy's lstsq in the arrays' float32. max_resolution: as theirs, a nearest-neighbour
     downsampling by min(max_resolution / (H, W)) before the fit; their call hands torch a (1, H, W) tensor, which
     torch reads as one row of H channels, so only the width shrinks: kept so, as ETH3D's published numbers were
-    aligned so."""
+    aligned so.
+
+    (nan, nan) when no valid pixel is left (after any downsampling): the fit is undefined (numpy's lstsq would
+    return (0, 0) without a word). One pixel, or a constant prediction, is numpy's minimum-norm fit: finite, the
+    fitted depth the truth's mean (Marigold's call gives the same)."""
     if max_resolution is not None:
         factor = np.min(max_resolution / np.array(gt.shape[-2:]))
         if factor < 1:
             shrink = lambda a: torch.nn.functional.interpolate(  # noqa: E731
                 torch.as_tensor(a)[None], scale_factor=float(factor), mode="nearest")
             gt, pred, valid = shrink(gt).numpy(), shrink(pred).numpy(), shrink(valid.astype(np.float32)).bool().numpy()
+    if not valid.any():
+        return float("nan"), float("nan")
     design = np.concatenate([pred[valid].reshape(-1, 1), np.ones_like(pred[valid].reshape(-1, 1))], axis=-1)
     scale, shift = np.linalg.lstsq(design, gt[valid].reshape(-1, 1), rcond=None)[0]
     return float(scale[0]), float(shift[0])
@@ -179,17 +209,26 @@ def aligned(gt, pred, valid, how, max_resolution=None):
     in depth (Marigold's least_square); lstsq_disparity: in inverse depth (Marigold's least_square_disparity, the
     MiDaS / Depth Anything convention), on pixels where gt and pred are positive, the aligned disparity clipped at
     1e-3 before inverting. Marigold feeds a relative model's disparity output to that fit; DepthCLIP predicts
-    depth, so its inverse goes in."""
+    depth, so its inverse goes in.
+
+    A pixel whose gt is NaN or +-inf is left out of the fit (our extension: Marigold fits whatever its mask lets
+    through; the readers already leave such pixels out, datasets.zeroshot.read_ground_truth). Where the fit is
+    undefined (no valid pixel; median: a median prediction of 0) -> (pred all NaN, nan, nan), which scores as a
+    NaN row."""
     if how == "none":
         return pred, 1.0, 0.0
+    valid = valid & np.isfinite(gt)
     if how == "median":
-        scale = float(np.median(gt[valid]) / np.median(pred[valid]))
-        return pred * np.float32(scale), scale, 0.0
-    if how == "lstsq":
+        scale, shift = median_ratio(gt[valid], pred[valid]), 0.0
+    elif how == "lstsq":
         scale, shift = least_squares(gt, pred, valid, max_resolution)
-        return pred * np.float32(scale) + np.float32(shift), scale, shift
-    gt_disparity, pred_disparity = inverse(gt), inverse(pred)
-    scale, shift = least_squares(gt_disparity, pred_disparity, valid & (gt > 0) & (pred > 0), max_resolution)
+    else:
+        gt_disparity, pred_disparity = inverse(gt), inverse(pred)
+        scale, shift = least_squares(gt_disparity, pred_disparity, valid & (gt > 0) & (pred > 0), max_resolution)
+    if not (math.isfinite(scale) and math.isfinite(shift)):
+        return np.full_like(pred, np.nan), float("nan"), float("nan")
+    if how != "lstsq_disparity":
+        return pred * np.float32(scale) + np.float32(shift), scale, shift  # median: shift 0, an exact no-op
     disparity = np.clip(pred_disparity * np.float32(scale) + np.float32(shift), DISPARITY_FLOOR, None)
     return inverse(disparity), scale, shift
 
@@ -206,7 +245,11 @@ def zeroshot_errors(gt, pred, valid, clip):
     """gt, pred: (H, W) metres (pred aligned), valid: (H, W) bool, clip: the dataset's (min, max) -> {metric: float}:
     Marigold's metrics (src/util/metric.py; ZoeDepth's compute_errors are the same per image) over the valid pixels
     of one image, after the prediction is clipped to the dataset's range and then to at least 1e-6, as their
-    eval.py does. silog is x100 as theirs; i_rmse is in 1/m."""
+    eval.py does. silog is x100 as theirs; i_rmse is in 1/m. A pixel whose gt is NaN or +-inf is left out (our
+    extension, as in aligned); no valid pixel: NaN for every metric (Marigold's sums over 0 pixels are NaN too)."""
+    valid = valid & np.isfinite(gt)
+    if not valid.any():
+        return dict.fromkeys(ZEROSHOT_METRICS, float("nan"))
     pred = np.clip(np.clip(pred, *clip), MARIGOLD_FLOOR, None)
     g, p = torch.from_numpy(gt[valid]).double(), torch.from_numpy(np.ascontiguousarray(pred[valid])).double()
     ratio = torch.maximum(p.float() / g.float(), g.float() / p.float())  # float32 as theirs: a pixel at a

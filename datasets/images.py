@@ -32,7 +32,8 @@ def describe_mode(image):
 
 
 def depth_values(image, path, expected):
-    """A 16-bit depth PNG's raw values as float32 (H, W), or a DataError naming the file and what it should be."""
+    """A 16-bit depth PNG's raw values as float32 (H, W), or a DataError naming the file and what it should be.
+    Integer modes only, so every value is finite: no PNG reader built on it hands on NaN or +-inf."""
     if image.mode not in ("I;16", "I;16B", "I"):
         raise DataError(f"{path} is {describe_mode(image)}, not 16-bit: {expected}")
     return np.asarray(image, dtype=np.float32)

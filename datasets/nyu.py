@@ -97,7 +97,8 @@ def depth_metres(millimetres, clip=True):
 
 def load_depth(path, clip=True):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10] (clip=False: as stored);
-    0 = missing."""
+    0 = missing. Finite (images.depth_values); a tensor from elsewhere with NaN or +-inf in it loses those pixels
+    in the scorers (calculate_error.per_image_errors_NYU, per_image_errors_auty), not the image."""
     return depth_metres(read_depth_mm(path), clip)[None]
 
 

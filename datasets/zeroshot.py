@@ -4,8 +4,8 @@ as the source named with it reads it: its file layout, depth decoding, valid ran
     Marigold (prs-eth/Marigold at b1dffaa: src/dataset/*_dataset.py, data_split/, script/depth/eval/*.sh)
         ETH3D    454 images, 6048x4032; depth: raw float32 files of 4032x6048, inf = none; valid (1e-5, inf)
         ScanNet  800 images (their scannet_val_sampled_list_800_1); depth: 16-bit PNG / 1000; valid (1e-3, 10)
-        DIODE    validation, 325 indoor + 446 outdoor; depth: .npy metres; valid: its _depth_mask.npy alone;
-                 predictions clipped to (0.6, 350)
+        DIODE    validation, 325 indoor + 446 outdoor; depth: .npy metres; valid: its _depth_mask.npy (and, our
+                 extension, a finite depth); predictions clipped to (0.6, 350)
     ZoeDepth (isl-org/ZoeDepth at d87f17b: zoedepth/data/ibims.py, sun_rgbd_loader.py, utils/config.py, misc.py)
         iBims-1  100 images listed in its own imagelist.txt; depth: 16-bit PNG x 50 / 65535 m; invalid where
                  mask_invalid or mask_transp is 0; scored where 0 < gt < 10 inside rows 45:471, cols 41:601
@@ -15,7 +15,9 @@ as the source named with it reads it: its file layout, depth decoding, valid ran
 Each split list (Marigold's, file names as theirs) ships in datasets/lists/; iBims and SUN RGB-D are listed by
 the data itself, as ZoeDepth reads them. The model sees each image resized so its long side is --long_side (544,
 NYU's evaluated width, as photos are: images.model_input_size) and its depth is upsampled bilinearly
-(align_corners=True, as evaluated) to the ground truth's size, where it is scored.
+(align_corners=True, as evaluated) to the ground truth's size, where it is scored. No pixel of NaN or +-inf depth
+is scored, and an image with no scored pixel is left out of the means and listed under `unscored`, as on NYU and
+KITTI (read_ground_truth).
 """
 import glob
 import os
@@ -114,7 +116,14 @@ def require(path, name):
 
 def read_ground_truth(name, root, entry):
     """(gt (H, W) float32 metres, scored (H, W) bool): the source's decoding, masks, valid range and box. A DataError
-    names a file of the wrong type or shape, or a mask that leaves nothing to score."""
+    names a file of the wrong type or shape.
+
+    A pixel whose depth is NaN or +-inf is never scored. Where the source compares with a range (ETH3D, ScanNet,
+    iBims-1, SUN RGB-D) its comparisons already leave such pixels out; the PNGs cannot hold them anyway. DIODE's
+    source scores its mask alone (Marigold's DIODEDepthDataset), so a non-finite depth under a true mask would
+    reach the metrics there: leaving it out is our extension. An image left with no scored pixel is returned
+    (scored all False), not refused: eval.py leaves it out of the means and lists it under `unscored`, as for
+    NYU."""
     _, depth_file, mask_file = entry
     path = os.path.join(root, depth_file)
     protocol = PROTOCOLS[name]
@@ -124,7 +133,7 @@ def read_ground_truth(name, root, entry):
             raise DataError(f"{path} holds {raw.size} float32 values, not {ETH3D_SHAPE[0]}x{ETH3D_SHAPE[1]}: ETH3D "
                             f"depth is a raw float32 file of 4032x6048")
         gt = raw.reshape(ETH3D_SHAPE).copy()
-        gt[gt == np.inf] = 0.0  # no measurement, as Marigold decodes it
+        gt[gt == np.inf] = 0.0  # no measurement, as Marigold decodes it (NaN and -inf fail its range instead)
     elif name == "DIODE":
         gt = load_npy(path).squeeze()
     elif name == "IBIMS":
@@ -147,14 +156,12 @@ def read_ground_truth(name, root, entry):
     else:
         low, high = protocol.valid_range
         scored = (gt > low) & (gt < high)
+    scored &= np.isfinite(gt)  # a no-op after the range comparisons; DIODE's mask alone would let them through
     if protocol.box:
         top, bottom, left, right = protocol.box
         box = np.zeros_like(scored)
         box[top:bottom, left:right] = True
         scored &= box
-    if not scored.any():
-        raise DataError(f"{path}: no pixel of this ground truth is scored ({name}'s valid range and mask leave "
-                        f"none); remove it from the list")
     return gt, scored
 
 

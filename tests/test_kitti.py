@@ -128,6 +128,19 @@ def test_8_bit_depth_png_is_one_line(capsys, broken):
     assert line == f"error: {path} is 8-bit grayscale, not 16-bit: KITTI depth must be a 16-bit PNG holding depth x 256"
 
 
+def test_an_image_without_valid_depth_is_left_out_of_the_means(capsys, broken):
+    """The rule of NYU and the zero-shot suite: warned about, listed under `unscored`, the means over the rest."""
+    root, listing = broken
+    path = root / "data_depth_annotated/2011_09_26_drive_0002_sync/proj_depth/groundtruth/image_02/0000000005.png"
+    Image.fromarray(np.zeros((375, 1242), np.uint16)).save(path)
+    r = evaluation.main(kitti_args(root, listing, "--median_scale"))
+    file = "2011_09_26/2011_09_26_drive_0002_sync/image_02/data/0000000005.png"
+    assert r["unscored"] == [{"file": file, "reason": evaluation.UNSCORED}] and r["count"] == 3
+    assert f"warning: {file}: {evaluation.UNSCORED}; left out of the means (constant)" in capsys.readouterr().err
+    for name in METRICS:
+        assert r["metrics"][name] == pytest.approx(np.mean([row[name] for row in r["per_image"]]), abs=1e-12)
+
+
 # ---------------------------------------------------------------- prepare_kitti against a local server
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder, honouring 'Range: bytes=N-' (as the real mirror does); records the ranges asked."""
