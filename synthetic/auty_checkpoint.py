@@ -98,8 +98,8 @@ def main(argv=None):
     p.add_argument("--depth_tokens", default="learned-static-7")
     p.add_argument("--object_tokens", default="paper")
     p.add_argument("--bins", default="dset-even-7")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--batchnorm_seed", type=int)
+    p.add_argument("--seed", type=cli.bounded(int, at_least=0), default=1)
+    p.add_argument("--batchnorm_seed", type=cli.bounded(int, at_least=0))
     args = p.parse_args(argv)
     ckpt, yaml_path = write_run(args.folder, args.clip_model, args.template, args.depth_tokens, args.object_tokens,
                                 args.bins, args.seed, args.batchnorm_seed)

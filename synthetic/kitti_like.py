@@ -75,8 +75,8 @@ def write_dataset(data_path, count=4, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_path", help="folder to hold the raw data (eval.py's --data_path)")
-    parser.add_argument("--count", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=cli.bounded(int, at_least=1), default=4)
+    parser.add_argument("--seed", type=cli.bounded(int, at_least=0), default=0)
     args = parser.parse_args(argv)
     listing = write_dataset(args.data_path, args.count, args.seed)
     print(f"{args.count} road scenes written under {args.data_path} ({cli.size_of(args.data_path)}), listed in {listing}")

@@ -71,8 +71,8 @@ def write_dataset(data_path, count=6, seed=0, scenes=("bathroom", "kitchen", "li
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data_path", help="folder to hold official_splits/test (eval.py's --data_path)")
-    parser.add_argument("--count", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--count", type=cli.bounded(int, at_least=1), default=6)
+    parser.add_argument("--seed", type=cli.bounded(int, at_least=0), default=0)
     parser.add_argument("--scenes", default="bathroom,kitchen,living_room")
     args = parser.parse_args(argv)
     write_dataset(args.data_path, args.count, args.seed, args.scenes.split(","))

@@ -103,8 +103,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("name", type=str.upper, choices=list(zeroshot.PROTOCOLS))
     p.add_argument("root")
-    p.add_argument("--count", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--count", type=cli.bounded(int, at_least=1), default=3)
+    p.add_argument("--seed", type=cli.bounded(int, at_least=0), default=0)
     args = p.parse_args(argv)
     listing = write_dataset(args.name, args.root, args.count, args.seed)
     print(f"{args.count} {args.name} images written under {args.root} ({cli.size_of(args.root)})"

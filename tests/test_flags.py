@@ -1,0 +1,155 @@
+"""Flags and configuration files are checked before any work: every flag that takes a number has a range checked at
+parse time (one line naming the flag), their params YAML is read key by key (a misspelt key is named with the
+nearest known one), and an optional package a flag needs is asked for at start with its install command."""
+import argparse
+import importlib
+
+import pytest
+import yaml
+
+import cli
+import options
+import train
+from test_errors import documented
+
+PARSERS = {  # each script's parser and the fewest arguments it parses
+    "eval.py": (options.eval_options, []),
+    "predict.py": (options.predict_options, ["photo.jpg"]),
+    "bench.py": (options.bench_options, []),
+    "demo.py": (options.demo_options, []),
+    "train.py": (options.train_options, ["--output", "x.safetensors"]),
+}
+GENERATORS = ["synthetic.checkpoint", "synthetic.nyu_like", "synthetic.kitti_like", "synthetic.taught",
+              "synthetic.zeroshot_like", "synthetic.auty_checkpoint"]
+
+
+def number_flags(parser):
+    """The parser's actions that take a number: by their type, or by a numeric default."""
+    return [action for action in parser._actions if action.option_strings and not isinstance(action.default, bool)
+            and (action.type in (int, float) or getattr(action.type, "__name__", "").startswith(("an integer",
+                                                                                                 "a number"))
+                 or (action.type is None and isinstance(action.default, (int, float))))]
+
+
+def generator_parser(module_name, monkeypatch):
+    """The argparse parser a generator's main builds (caught as it parses --help)."""
+    built = []
+    original = argparse.ArgumentParser.parse_args
+
+    def catch(self, *args, **kwargs):
+        built.append(self)
+        raise SystemExit(0)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(SystemExit):
+        importlib.import_module(module_name).main([])
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", original)
+    return built[0]
+
+
+@pytest.mark.parametrize("script", list(PARSERS))
+def test_every_number_flag_has_a_range_checked_at_parse_time(script, capsys):
+    make, minimal = PARSERS[script]
+    flags = number_flags(make())
+    assert flags, script
+    for action in flags:
+        assert action.type not in (int, float, None), f"{script} {action.option_strings[0]} has no range"
+        for bad in ("nan", "-1e9", "x"):
+            with pytest.raises(SystemExit) as exit_info:
+                make().parse_args([*minimal, f"{action.option_strings[-1]}={bad}"])
+            line = capsys.readouterr().err.strip()
+            assert exit_info.value.code == 2 and "\n" not in line, line
+            assert f"argument {'/'.join(action.option_strings)}: " in line, line
+            assert documented(line[len("error: "):].split(" (see ")[0]), line
+
+
+@pytest.mark.parametrize("module_name", GENERATORS)
+def test_the_generators_number_flags_have_ranges(module_name, monkeypatch):
+    parser = generator_parser(module_name, monkeypatch)
+    for action in number_flags(parser):
+        assert action.type not in (int, float, None), f"{module_name} {action.option_strings[0]} has no range"
+        positionals = ["x" for a in parser._actions if not a.option_strings and a.nargs is None]
+        required = [part for a in parser._actions if a.option_strings and a.required
+                    for part in (a.option_strings[0], "x")]
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args([*positionals, *required, f"{action.option_strings[-1]}=-1"])
+        assert exit_info.value.code == 2
+
+
+def test_a_number_flag_within_its_range_is_read_as_given():
+    args = options.train_options().parse_args(["--output", "x.safetensors", "--lr", "0.5", "--grad_clip", "0",
+                                               "--epochs", "3", "--keep_gb", "0"])
+    assert (args.lr, args.grad_clip, args.epochs, args.keep_gb) == (0.5, 0.0, 3, 0.0)
+    assert options.eval_options().parse_args(["--cap", "50", "--limit", "2"]).cap == 50.0
+
+
+def error_line(capsys, argv, code=2):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda: train.main(argv))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert exit_info.value.code == code and len(lines) == 1, lines
+    assert documented(lines[0][len("error: "):].split(" (see ")[0]), lines[0]
+    return lines[0]
+
+
+def their_params(tmp_path, edit):
+    params = {"basic": {"dataset": "nyu", "batch_size": 4, "max_epochs": 2},
+              "optimizer": {"name": "adamw", "lr": 0.01, "wd": 0.1, "div_factor": 25, "final_div_factor": 100,
+                            "gradient_clip_val": 0.1},
+              "depthclip": {"clip": "RN50", "lang_strat": {"templates": "learned-static-1o1d",
+                                                           "depth_tokens": "learned-static-7",
+                                                           "object_tokens": "paper", "depth_bin_centres": "dset-even-7"}}}
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return str(path)
+
+
+def test_an_unknown_params_key_is_refused_before_anything_loads(tmp_path, capsys):
+    def misspelt_rate(params):
+        params["optimizer"]["learning_rate"] = params["optimizer"].pop("lr")
+    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_rate), "--output", str(tmp_path / "o")])
+    assert "optimizer.learning_rate is not a key of their params YAML" in line and "lr" in line
+
+    def misspelt_layout(params):
+        strategy = params["depthclip"]["lang_strat"]
+        strategy["depth_token"] = strategy.pop("depth_tokens")
+    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_layout), "--output", str(tmp_path / "o")])
+    assert "depthclip.lang_strat.depth_token is not a key" in line and "did you mean 'depth_tokens'?" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_params_key_is_refused_for_prompts_config_too(tmp_path, capsys, checkpoint):
+    import eval as evaluation
+    from synthetic.auty_checkpoint import write_run
+    ckpt, params = write_run(str(tmp_path / "run"), checkpoint)
+    with open(params) as f:
+        config = yaml.safe_load(f)
+    config["basic"]["max_epoch"] = 3
+    with open(params, "w") as f:
+        yaml.safe_dump(config, f)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(lambda: evaluation.main(["--prompts", ckpt, "--prompts_config", params, "--clip_model", checkpoint]))
+    line = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "basic.max_epoch is not a key" in line and "max_epochs" in line
+
+
+def test_their_params_keys_read_as_before(tmp_path):
+    """A params file with every key their params files use (a section of each) still reads."""
+    def full(params):
+        params["nyu"] = {"min_depth": 0.001, "max_depth": 10, "eigen_crop": True, "garg_crop": False,
+                         "do_kb_crop": False, "train_path": "sync", "filenames_file_train": "x.txt"}
+        params["hardware"] = {"num_workers": 4}
+        params["loss"] = {"names": ["silog"], "coeffs": [1]}
+        params["model"] = {"name": "depthclip"}
+        params["basic"].update({"validate_every": 1, "use_adabins_dataloader": True})
+    args = options.train_options().parse_args(["--output", "x"])
+    import learned_prompts
+    assert learned_prompts.read_params(their_params(tmp_path, full), "--config")["nyu"]["max_depth"] == 10
+    assert args.lr == learned_prompts.TRAINING_DEFAULTS["lr"]
+
+
+def test_tensorboard_is_asked_for_at_start(tmp_path, capsys, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "tb")])
+    assert "pip install tensorboard" in line and not (tmp_path / "o").exists()
