@@ -5,6 +5,8 @@
 What an entry leaves out comes from the command line; image-side flags (--clip_model, --features, ...) are shared
 by every entry, so all of them are scored from one pass of the image tower.
 """
+import difflib
+
 import cli
 from options import SWEEP_KEYS, WORD_SETTINGS, prompts_from
 
@@ -30,7 +32,9 @@ def read(path, args):
         names.add(name)
         unknown = [key for key in entry if key not in SWEEP_KEYS]
         if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r}; an entry takes {', '.join(SWEEP_KEYS)} "
+            near = difflib.get_close_matches(str(unknown[0]), SWEEP_KEYS, n=1)
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}; "
+                             + (f"did you mean {near[0]!r}? " if near else "") + f"an entry takes {', '.join(SWEEP_KEYS)} "
                              f"(image-side flags such as --clip_model are shared, given on the command line)")
         for one, other in [("prompt_set", "depth_classes"), ("bin_set", "bins")]:
             if one in entry and other in entry:

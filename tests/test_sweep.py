@@ -87,7 +87,7 @@ def sweep_error(capsys, tmp_path, entries):
 
 
 @pytest.mark.parametrize("entries, found", [
-    ([{"name": "a", "temprature": 1}], "entry 1 ('a'): unknown key 'temprature'"),
+    ([{"name": "a", "temprature": 1}], "entry 1 ('a'): unknown key 'temprature'; did you mean 'temperature'?"),
     ([{"name": "a"}, {"name": "b", "prompt_set": "prompt9"}], "entry 2 ('b'): unknown prompt set 'prompt9'"),
     ([{"name": "a", "bin_set": "class7"}], "entry 1 ('a'): unknown bin set 'class7'"),
     ([{"name": "a", "bins": [1, 2]}], "entry 1 ('a'): 2 bins [1, 2] for 7 depth words"),
