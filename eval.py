@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 import cli
 import options
+import relative
 import sweep
 import visualize
 from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, ZEROSHOT_METRICS, aligned, per_image_errors_auty,
                              per_image_errors_KITTI, per_image_errors_NYU, zeroshot_errors)
 from datasets import (DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize,
-                      zeroshot)
+                      void, zeroshot)
 from feature_cache import FeatureCache
 from clip_runtime import pick_device, start_distributed
 
@@ -206,6 +207,7 @@ class Run:
     dataset_config: dict = None
     cache: FeatureCache = None
     workers: int = 0
+    relative: object = None  # relative.Relative for --relative: maps from elsewhere, RSA's language alignment (relative.py)
 
 
 def run(args, settings, output):
@@ -214,11 +216,14 @@ def run(args, settings, output):
     The data comes before the model so that a wrong path, list or image name fails in a second, not after a
     checkpoint download; --normalize model is then resolved from the loaded model, in one place.
     """
-    r = Run(args, settings or [(args.method, None, {})])
+    r = Run(args, settings or [(relative.run_name(args) if args.relative else args.method, None, {})])
+    r.relative = relative.Relative(args) if args.relative else None
     open_dataset(r)
     bins_index = image_index(r.dataset, args.img_save_bins) if args.img_save_bins is not None else None
     r.rank, r.world, r.device = start_distributed(pick_device(args.device))
-    if args.method == "monoclip":
+    if r.relative:
+        r.relative.load(r.device)
+    elif args.method == "monoclip":
         r.model = options.build_monoclip(args, r.device)
         r.dataset.normalize = options.normalization(args, r.model)
         r.dataset.stride = r.model.stride  # the zero-shot suite sizes each image for it
@@ -250,6 +255,8 @@ def open_dataset(r):
     """The evaluated dataset (its list read and checked), its scene function, its per-image errors and what the
     results' config says of it."""
     args = r.args
+    if r.relative:
+        return r.relative.open_dataset(r)
     normalize = args.normalize
     with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
     auty = args.protocol == "auty2023"
@@ -274,6 +281,16 @@ def open_dataset(r):
                             "valid_range": json_bounds(protocol.valid_range),
                             "prediction_clip": json_bounds(protocol.clip), "box": protocol.box,
                             "align": args.align, "align_max_resolution": protocol.align_max_resolution}
+    elif args.dataset == "VOID":  # RSA's third dataset, scored in its range as the suite scores (datasets/void.py)
+        r.dataset = void.VOID(args.data_path, args.testfile, normalize, args.long_side, limit=args.limit,
+                              with_rgb=with_rgb)
+        r.scene_of = void.scene_of
+        r.metric_names = ZEROSHOT_METRICS
+        r.errors = lambda gt, pred, indices: zeroshot_batch_errors(gt, pred, void.PROTOCOL, args.align)
+        r.dataset_config = {"data_path": os.path.abspath(args.data_path), "source": void.PROTOCOL.source,
+                            "list": list_config(args.testfile or void.DEFAULT_TEST_LIST), "long_side": args.long_side,
+                            "valid_range": json_bounds(void.PROTOCOL.valid_range),
+                            "prediction_clip": json_bounds(void.PROTOCOL.clip), "align": args.align}
     else:
         data_path = args.data_path or kitti.DEFAULT_DATA_PATH
         r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
@@ -310,6 +327,8 @@ def list_config(test_list):
 
 def predictor(r):
     """(rgb, files, indices) -> [prediction per setting]: DepthCLIP's, or the baseline's."""
+    if r.relative:
+        return r.relative.predict
     sizes = functools.partial(size_of, r.dataset)
     if r.model is None:
         return lower_bound(r.args.seed, sizes) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
@@ -352,6 +371,8 @@ def run_config(r, prompts, names):
             "limit": args.limit,
             "median_scale": args.median_scale, "normalize": args.normalize, "flip": not args.no_flip,
             "batch_size": args.batch_size, "workers": r.workers, "world_size": r.world}
+    if r.relative:
+        return {**r.relative.config(), **data, "method": "relative"}
     if r.model is None:
         baseline = {"seed": args.seed} if args.method == "lower_bound" else {"constant_depth": args.constant_depth}
         return {**baseline, **data, "method": args.method}
@@ -383,7 +404,7 @@ def make_report(r, rows, views, seconds):
 
 
 def print_report(r, report):
-    results = report.get("runs") or [{"name": r.args.method, **report}]
+    results = report.get("runs") or [{"name": r.settings[0][0], **report}]
     for one in results:
         for row in one.get("unscored", []):
             print(f"warning: {row['file']}: {row['reason']}; left out of the means ({one['name']})", file=sys.stderr)

@@ -9,7 +9,7 @@ from cli import ArgumentParser, bounded, require
 from clip_runtime import PRECISIONS
 from graph_runtime import RUNTIMES
 from calculate_error import ALIGNMENTS
-from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, kitti, zeroshot
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, captions, kitti, void, zeroshot
 from datasets.images import MIN_DEPTH
 from datasets.nyu import INPUT_SIZE
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
@@ -28,8 +28,11 @@ PROTOCOLS = {
     "auty2023": "Auty & Mikolajczyk's (PromptLearningCLIP-MDE): the whole 480x640 NYU frame (KITTI: the benchmark "
                 "crop), each view clamped to the depth range, min < gt <= max, BTS's Eigen crop 45:471, 41:601 "
                 "(KITTI: Garg's)",
+    "rsa": "Zeng et al.'s RSA (with --relative; its default): the whole 480x640 frame (KITTI: Garg's fractions of "
+           "the 352x1216 benchmark box), prediction clamped to [0.2, max], 0.2 < gt < max (NYU 10, KITTI 80, VOID 5)",
 }
-DATASETS = ["NYU", "KITTI", *zeroshot.PROTOCOLS]  # eval.py --dataset
+DATASETS = ["NYU", "KITTI", "VOID", *zeroshot.PROTOCOLS]  # eval.py --dataset
+RELATIVE_KINDS = ("disparity", "depth")  # --relative_kind (rsa.KINDS)
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 COUNT = bounded(int, at_least=1)  # images, epochs, rounds
@@ -218,20 +221,23 @@ def eval_options():
     data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
                       "e.g. bathroom,classroom")
     data.add_argument("--limit", type=COUNT, help="evaluate only the first N pairs")
-    data.add_argument("--align", choices=ALIGNMENTS, help="per image before scoring: none (default); median: "
-                      "x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in depth "
-                      "(Marigold's); lstsq_disparity: the same in inverse depth (MiDaS, Depth Anything). lstsq and "
-                      "lstsq_disparity: the zero-shot suite")
+    data.add_argument("--align", choices=[*ALIGNMENTS, "language"], help="per image before scoring: none (default); "
+                      "median: x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in "
+                      "depth (Marigold's); lstsq_disparity: the same in inverse depth (MiDaS, Depth Anything). lstsq "
+                      "and lstsq_disparity: the zero-shot suite and --relative; language: RSA's scale and shift from "
+                      "the image's caption (--relative, --scale_model)")
     data.add_argument("--median_scale", action="store_true", help="--align median: scale each prediction by "
                       "median(gt)/median(pred) "
                       "over its valid pixels before scoring (monodepth2's evaluation); the scales go to the JSON")
-    data.add_argument("--protocol", default="depthclip", choices=list(PROTOCOLS),
-                      help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    data.add_argument("--protocol", choices=list(PROTOCOLS), help="(default: depthclip; rsa with --relative) " +
+                      "; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
     suite = p.add_argument_group("the zero-shot suite (--dataset ETH3D|SCANNET|DIODE|IBIMS|SUNRGBD; docs/data.md)")
     suite.add_argument("--testfile", help="another split list in the source's format (Marigold's datasets; default: "
                        "the list shipped in datasets/lists)")
     suite.add_argument("--diode_split", default="all", choices=zeroshot.DIODE_SPLITS, help="DIODE's validation images")
     add_long_side(suite)
+    add_relative_arguments(p, "a folder of .npy maps, one per image mirroring the list (DIR/<image path without "
+                           "extension>.npy)")
     outdoor = p.add_argument_group("KITTI (--dataset KITTI)")
     outdoor.add_argument("--gt_path", help="the annotated-depth root holding <drive>/proj_depth/groundtruth "
                          f"(default <data_path>/{kitti.GT_FOLDER})")
@@ -270,10 +276,46 @@ def eval_options():
     return p
 
 
+def add_relative_arguments(p, npy):
+    """RSA's flags (docs/rsa.md): a relative depth from elsewhere, and the language that sets its scale."""
+    group = p.add_argument_group("relative depth and RSA's language alignment (docs/rsa.md)")
+    group.add_argument("--relative", metavar="SOURCE", type=relative_source, help=f"npy:PATH: {npy}; depthclip: "
+                       "DepthCLIP's own map (a depth). Scored after --align")
+    group.add_argument("--relative_kind", default="disparity", choices=RELATIVE_KINDS, help="what the .npy maps hold: "
+                       "disparity (inverse depth, as DPT, MiDaS and Depth Anything output), or depth (inverted first)")
+    group.add_argument("--scale_model", metavar="FILE", help="--align language: a LanScale file (RSA's checkpoint, or "
+                       "a .safetensors from train_scale.py)")
+    group.add_argument("--captions", metavar="DIR", help="--align language: RSA's text folder (holding text_all/"
+                       f"<nyu|kitti|void>/test) or one holding <image path without extension>.txt (default "
+                       f"{captions.DEFAULT_ROOT}; python -m datasets.prepare_captions --download)")
+    return group
+
+
+def relative_source(text):
+    import relative
+    try:
+        return relative.parse_source(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+
+
+def check_relative_arguments(p, args):
+    """--relative and --align language across flags, before anything loads."""
+    if args.align == "language" and not args.relative:
+        p.error("--align language sets the scale of a relative depth: give --relative npy:DIR (or depthclip)")
+    if args.align == "language" and not args.scale_model:
+        p.error("--align language needs --scale_model FILE (a LanScale: RSA's checkpoint or train_scale.py's)")
+    if args.scale_model and args.align != "language":
+        p.error("--scale_model is for --align language")
+    if args.relative and args.relative[0] == "depthclip" and args.relative_kind != "disparity":
+        p.error("--relative depthclip is a depth already; leave out --relative_kind")
+
+
 def parse_eval_args(argv=None):
     p = eval_options()
     args = p.parse_args(argv)
     check_model_arguments(p, args)
+    check_relative_arguments(p, args)
     if args.img_save_bins is not None and (args.img_save is None or args.method != "monoclip"):
         p.error("--img_save_bins needs --img_save DIR and --method monoclip")
     if args.dataset == "KITTI":
@@ -285,21 +327,45 @@ def parse_eval_args(argv=None):
         p.error("--median_scale is --align median; give one of them")
     args.align = "median" if args.median_scale else args.align or "none"
     args.median_scale = args.align == "median"
-    if args.dataset in zeroshot.PROTOCOLS:
+    if args.relative:
+        return check_relative_run(p, args)
+    if args.protocol == "rsa":
+        p.error("--protocol rsa scores relative maps: give --relative npy:DIR (or depthclip) and --align")
+    args.protocol = args.protocol or "depthclip"
+    if args.dataset in zeroshot.PROTOCOLS or args.dataset == "VOID":
         if not args.data_path:
-            p.error(f"--dataset {args.dataset} needs --data_path (docs/data.md says where to get it)")
+            p.error(f"--dataset {args.dataset} needs --data_path (docs/data.md says where to get it"
+                    f"{'; VOID: docs/rsa.md' if args.dataset == 'VOID' else ''})")
         if args.img_save or args.protocol != "depthclip" or args.scenes:
             p.error("--img_save, --protocol and --scenes are NYU's and KITTI's; the zero-shot suite scores as its "
                     "sources do")
         args.batch_size = 1  # the images differ in size
     elif args.align not in ("none", "median"):
-        p.error(f"--align {args.align} is the zero-shot suite's (ETH3D, SCANNET, DIODE, IBIMS, SUNRGBD); NYU and KITTI "
-                f"take none or median")
+        p.error(f"--align {args.align} is the zero-shot suite's (ETH3D, SCANNET, DIODE, IBIMS, SUNRGBD) and "
+                f"--relative's; NYU and KITTI take none or median")
     if args.protocol == "auty2023" and (args.median_scale or args.img_save):
         p.error("--protocol auty2023 scores as Auty & Mikolajczyk did: without --median_scale, and without "
                 "--img_save (its panels are the DepthCLIP crop's)")
     if args.sweep and (args.method != "monoclip" or args.img_save):
         p.error("--sweep scores DepthCLIP settings: it takes no --method baseline and no --img_save")
+    return args
+
+
+def check_relative_run(p, args):
+    """eval.py --relative: RSA's protocol by default on its datasets (NYU, KITTI, VOID), the suite's own elsewhere."""
+    rsa_datasets = ("NYU", "KITTI", "VOID")
+    if args.sweep or args.img_save or args.method != "monoclip":
+        p.error("--relative takes no --sweep, --img_save or --method baseline")
+    args.protocol = args.protocol or ("rsa" if args.dataset in rsa_datasets else "depthclip")
+    if args.protocol == "rsa" and args.dataset not in rsa_datasets:
+        p.error(f"--protocol rsa scores RSA's datasets, NYU, KITTI and VOID; {args.dataset} is scored as its source "
+                f"does (leave out --protocol)")
+    if args.protocol != "rsa" and args.dataset in rsa_datasets:
+        p.error(f"--relative on {args.dataset} is scored by --protocol rsa (the whole frame the map covers)")
+    if args.dataset not in ("NYU", "KITTI"):
+        if not args.data_path:
+            p.error(f"--dataset {args.dataset} needs --data_path (docs/data.md; VOID: docs/rsa.md)")
+        args.batch_size = 1  # the suite's images differ in size
     return args
 
 

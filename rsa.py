@@ -273,15 +273,14 @@ def errors(gt, pred):
 
 
 def score(gt, depth, protocol):
-    """One image: gt (H, W) metres (KITTI: the full frame; the others: the frame the prediction covers), depth
-    (h, w) metres from metric_depth -> {metric: float}, as their eval/eval_void score it. Their means over images
-    are plain means of these rows. ValueError when the prediction does not cover the scored frame."""
+    """One image: gt (H, W) metres on the frame the prediction covers (KITTI: benchmark_crop of the full frame; NYU
+    and VOID: the 480x640 frame), depth (H, W) metres from metric_depth -> {metric: float}, as their eval and
+    eval_void score it: clamped, masked, compute_errors. Their means over images are plain means of these rows.
+    ValueError when the two differ in size."""
     gt = np.asarray(gt, dtype=np.float32)
-    if protocol.box == "kitti_benchmark":
-        gt = benchmark_crop(gt)
     if tuple(np.shape(depth)) != gt.shape:
-        raise ValueError(f"{protocol.name}: the prediction is {tuple(np.shape(depth))} but RSA's protocol scores a "
-                         f"{gt.shape} frame")
+        raise ValueError(f"{protocol.name}: the prediction is {tuple(np.shape(depth))} but RSA's protocol scores it "
+                         f"against a {gt.shape} ground truth")
     depth = clamped(depth, protocol)
     valid = scored_region(gt, protocol)
     return errors(gt[valid], depth[valid])

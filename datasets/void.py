@@ -78,12 +78,13 @@ def scene_of(relative_path):
 class VOID(torch.utils.data.Dataset):
     """Items (rgb (3, h, w) normalized at the model's input size, gt (1, 480, 640) metres (0 = none), image path
     relative to the root) in the list's order; the model sees the image resized so its long side is long_side
-    (multiples of the stride), as the suite's datasets do."""
+    (multiples of the stride), as the suite's datasets do. with_rgb=False leaves the RGB undecoded (an empty
+    tensor), for runs that do not read the pixels."""
 
     name, protocol = "VOID", PROTOCOL
 
-    def __init__(self, root, listing=None, normalize="imagenet", long_side=544, stride=32, limit=None):
-        self.root = root
+    def __init__(self, root, listing=None, normalize="imagenet", long_side=544, stride=32, limit=None, with_rgb=True):
+        self.root, self.with_rgb = root, with_rgb
         self.entries = read_entries(root, listing)[:limit] if limit else read_entries(root, listing)
         self.pairs = list(self.entries)
         self.normalize, self.long_side, self.stride = normalize, long_side, stride
@@ -103,5 +104,6 @@ class VOID(torch.utils.data.Dataset):
     def __getitem__(self, index):
         image, depth = self.entries[index]
         gt = load_depth(os.path.join(self.root, depth))
-        return self.load_rgb(os.path.join(self.root, image), self.normalize), torch.from_numpy(gt)[None], image
+        pixels = self.load_rgb(os.path.join(self.root, image), self.normalize) if self.with_rgb else torch.empty(0)
+        return pixels, torch.from_numpy(gt)[None], image
 

@@ -1,0 +1,247 @@
+"""Relative depth from elsewhere, put into metres by RSA's language alignment or by a fit (eval.py and predict.py
+--relative; docs/rsa.md).
+
+    --relative npy:DIR     one .npy per image, mirroring the evaluated list as RSA's caption folders do:
+                           DIR/<image path without its 4-character extension>.npy (eval.py); predict.py: a file
+    --relative depthclip   DepthCLIP's own map (the --clip_model and prompt flags), a depth: inverted first
+    --relative_kind        disparity (default: DPT, MiDaS and Depth Anything predict inverse depth) or depth
+    --align language       RSA: LanScale (--scale_model) turns the image's caption (--captions, line 0, as their
+                           evaluation) into a scale and shift, depth = 1 / (s * r + t) (rsa.metric_depth)
+    --align median|lstsq|lstsq_disparity|none   the same maps aligned with the ground truth instead: median is
+                           RSA's baseline, lstsq_disparity its "linear fit" upper bound (fits in inverse depth)
+
+A map covers the frame the dataset is scored on: NYU and VOID 480x640 (the whole frame, as RSA evaluates), KITTI
+the 352x1216 benchmark box (a full-frame map is cropped to it), the zero-shot suite its ground truth's size.
+NYU, KITTI and VOID are scored by RSA's protocol (rsa.RSA_PROTOCOLS; eval.py --protocol rsa, the default with
+--relative), the suite by its own.
+"""
+import os
+
+import numpy as np
+import torch
+
+import rsa
+from calculate_error import ZEROSHOT_METRICS, aligned, zeroshot_errors
+from datasets import KITTIEigen, NYUDepthV2, captions, drive_of, kitti, nyu, scene_of, void, zeroshot
+
+DEPTHCLIP = "depthclip"
+NPY = "npy:"
+RSA_DATASETS = ("NYU", "KITTI", "VOID")  # what rsa.RSA_PROTOCOLS scores
+ALIGN = "language"  # eval.py --align: RSA's
+
+
+def run_name(args):
+    """The results table's name of a --relative run: rsa (language), or the --align that put it into metres."""
+    return {ALIGN: "rsa", "none": "relative"}.get(args.align, f"relative+{args.align}")
+
+
+def parse_source(text):
+    """--relative: 'npy:PATH' -> ('npy', PATH), 'depthclip' -> ('depthclip', None); ValueError otherwise."""
+    if text == DEPTHCLIP:
+        return DEPTHCLIP, None
+    if text.startswith(NPY) and len(text) > len(NPY):
+        return "npy", text[len(NPY):]
+    raise ValueError(f"--relative {text!r}: give npy:DIR (one .npy per image; predict.py: npy:FILE) or depthclip")
+
+
+def npy_path(folder, image_path):
+    """DIR/<image path minus its last 4 characters>.npy: the caption files' rule (datasets.captions.caption_path)."""
+    return os.path.join(folder, image_path.lstrip("/")[:-4] + ".npy")
+
+
+def read_map(path, kind, expected, where):
+    """A relative map (H, W) float32 from a .npy ((H, W) or (1, H, W)); expected: the (rows, cols) it must have, or
+    a tuple of such shapes. ValueError (one line naming where and what to do) when missing, unreadable, of another
+    size, or not a map RSA's formula takes (rsa.check_relative)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{where}: no relative map {path}; write one .npy per image (DIR/<image path without "
+                         f"extension>.npy, docs/rsa.md)")
+    try:
+        relative = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable .npy array ({str(error).splitlines()[0]})") from None
+    if relative.ndim == 3 and relative.shape[0] == 1:
+        relative = relative[0]
+    shapes = expected if isinstance(expected[0], tuple) else (expected,)
+    if relative.ndim != 2 or tuple(relative.shape) not in shapes:
+        wanted = " or ".join(f"{w}x{h}" for h, w in shapes)
+        got = "x".join(map(str, relative.shape[::-1])) if relative.ndim == 2 else f"of shape {relative.shape}"
+        raise ValueError(f"{path}: the relative map is {got} but {where} is scored on {wanted} (width x height); "
+                         f"resize it to the image's size (KITTI: its 352x1216 benchmark box or the full frame)")
+    relative = relative.astype(np.float32)
+    rsa.check_relative(relative, kind, path)
+    return relative
+
+
+class Language:
+    """RSA's scale and shift from captions: the caption encoder on a FrozenCLIP and a LanScale file.
+
+    __call__(captions (B,) strings) -> (scale (B,), shift (B,)) float32 CPU tensors."""
+
+    def __init__(self, scale_model, backbone, cache_dir=None):
+        self.encoder = rsa.CaptionEncoder(backbone, cache_dir)
+        self.path = scale_model
+        self.model, self.settings = rsa.load_scale_model(scale_model, text_width=self.encoder.width)
+        self.model.to(backbone.device)
+
+    def __call__(self, texts):
+        with torch.no_grad():
+            scale, shift = self.model(self.encoder(texts))
+        return scale.float().cpu(), shift.float().cpu()
+
+    def config(self):
+        return {"scale_model": os.path.abspath(self.path), "scale_model_settings": self.settings,
+                "caption_clip": self.encoder.backbone.config()}
+
+
+# ---------------------------------------------------------------- eval.py
+class Relative:
+    """eval.py's --relative run: the dataset, the predictor and the scorer; rows carry each image's scale and
+    shift (RSA's, or the fit's)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.source, self.location = args.relative
+        self.kind = "depth" if self.source == DEPTHCLIP else args.relative_kind
+        self.align = args.align
+        self.scales = {}  # index -> (scale, shift) of language alignment, for the rows
+        self.language = None
+        self.model = None
+        if self.source == "npy" and not os.path.isdir(self.location):
+            raise ValueError(f"--relative npy:{self.location}: no such folder; give the folder of .npy maps (one per "
+                             f"image, mirroring the list)")
+        self.caption_folder = None
+        if self.align == ALIGN:
+            root = args.captions or captions.DEFAULT_ROOT
+            if not os.path.isdir(root):
+                raise ValueError(f"--captions {root}: no such folder; {captions.HINT}")
+            self.caption_folder = captions.split_folder(root, args.dataset, "test")
+
+    def open_dataset(self, r):
+        """r.dataset, scene_of, errors, metric_names, dataset_config for --relative (see eval.open_dataset)."""
+        args = self.args
+        with_rgb = self.source == DEPTHCLIP
+        if args.dataset == "NYU":
+            data_path = args.data_path or nyu.DEFAULT_DATA_PATH
+            r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
+                                   normalize=args.normalize, with_rgb=with_rgb, whole_frame=True)
+            r.scene_of = scene_of
+            config = {"data_path": os.path.abspath(data_path), "testfile_nyu": args.testfile_nyu}
+        elif args.dataset == "KITTI":
+            data_path = args.data_path or kitti.DEFAULT_DATA_PATH
+            r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
+                                   normalize=args.normalize, with_rgb=with_rgb)
+            r.scene_of = drive_of
+            config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
+                      "testfile_kitti": args.testfile_kitti}
+        elif args.dataset == "VOID":
+            data_path = args.data_path or void.DEFAULT_DATA_PATH
+            r.dataset = void.VOID(data_path, args.testfile, args.normalize, args.long_side, limit=args.limit,
+                                  with_rgb=with_rgb)
+            r.scene_of = void.scene_of
+            config = {"data_path": os.path.abspath(data_path), "list": os.path.abspath(args.testfile or
+                                                                                       void.DEFAULT_TEST_LIST)}
+        else:
+            listing = args.testfile or zeroshot.default_list(args.dataset, args.diode_split)
+            r.dataset = zeroshot.ZeroShot(args.dataset, args.data_path, listing, args.normalize, args.long_side,
+                                          limit=args.limit)
+            r.scene_of = zeroshot.scene_of
+            config = {"data_path": os.path.abspath(args.data_path), "source": r.dataset.protocol.source,
+                      "list": os.path.abspath(listing) if listing else None}
+        self.dataset = r.dataset
+        if args.protocol == "rsa":
+            self.protocol = rsa.RSA_PROTOCOLS[args.dataset]
+            r.metric_names = rsa.METRICS
+            r.errors = self.rsa_errors
+            config["rsa_protocol"] = {"min_depth": self.protocol.min_depth, "max_depth": self.protocol.max_depth,
+                                      "box": self.protocol.box, "crop": self.protocol.crop}
+        else:
+            self.protocol = r.dataset.protocol
+            r.metric_names = ZEROSHOT_METRICS
+            r.errors = self.suite_errors
+        r.dataset_config = {**config, "align": self.align}
+
+    def frame(self, index):
+        """(rows, cols) the index-th map covers; KITTI also accepts the full frame (cropped to the benchmark box)."""
+        if self.args.dataset == "KITTI":
+            return kitti.CROP_SIZE
+        if self.args.dataset in ("NYU", "VOID"):
+            return nyu.FRAME if self.args.dataset == "NYU" else void.FRAME
+        return tuple(self.dataset.output_size([index]))
+
+    def load(self, device):
+        """Models: DepthCLIP for --relative depthclip, the caption encoder and LanScale for --align language."""
+        import options
+        from clip_runtime import FrozenCLIP
+        backbone = None
+        if self.source == DEPTHCLIP:
+            self.model = options.build_monoclip(self.args, device)
+            self.dataset.normalize = options.normalization(self.args, self.model)
+            self.dataset.stride = self.model.stride
+            backbone = self.model.backbone
+        if self.align == ALIGN:
+            backbone = backbone or FrozenCLIP(self.args.clip_model, device=device, precision=self.args.precision)
+            self.language = Language(self.args.scale_model, backbone, self.args.cache)
+
+    def maps(self, rgb, files, indices):
+        """(B, H, W) float32 relative maps of a batch (one size within a batch)."""
+        if self.source == DEPTHCLIP:
+            with torch.inference_mode():
+                depth = self.model.predict(rgb, not self.args.no_flip, self.frame(indices[0]))
+            return depth[:, 0].float().cpu()
+        out = []
+        for file, index in zip(files, indices):
+            frame = self.frame(index)
+            shapes = (frame, self.dataset.frame_size(index)) if self.args.dataset == "KITTI" else frame
+            relative = read_map(npy_path(self.location, file), self.kind, shapes, f"{self.args.dataset} image {file}")
+            if relative.shape != frame:  # a full KITTI frame: its benchmark box
+                relative = relative[kitti.benchmark_box(*relative.shape)]
+            out.append(torch.from_numpy(relative))
+        return torch.stack(out)
+
+    def predict(self, rgb, files, indices):
+        """eval.evaluate's predictor: [(B, 1, H, W)] metres (language) or the depth the fit aligns (1 / r for inverse
+        depth, r for depth)."""
+        relative = self.maps(rgb, files, indices)
+        if self.align == ALIGN:
+            texts = captions.get_text(self.caption_folder, files, "eval")
+            scale, shift = self.language(texts)
+            self.scales.update({i: (s, t) for i, s, t in zip(indices, scale.tolist(), shift.tolist())})
+            return [rsa.metric_depth(relative, scale, shift, self.kind)[:, None]]
+        return [(1 / relative if self.kind == "disparity" else relative)[:, None]]
+
+    def aligned(self, truth, depth, valid, index):
+        """(depth after --align, scale, shift): language's were found by predict; the others fit here."""
+        if self.align == ALIGN:
+            return depth, *self.scales.pop(index)
+        return aligned(truth, depth, valid, self.align, getattr(self.protocol, "align_max_resolution", None))
+
+    def rsa_errors(self, gt, pred, indices):
+        rows = []
+        for truth, depth, index in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy(), indices):
+            if self.args.dataset == "KITTI":
+                h, w = self.dataset.frame_size(index)
+                truth = rsa.benchmark_crop(truth[:h, :w])
+            depth, scale, shift = self.aligned(truth, depth, rsa.scored_region(truth, self.protocol), index)
+            rows.append({**rsa.score(truth, depth, self.protocol), "scale": scale, "shift": shift})
+        return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
+
+    def suite_errors(self, gt, pred, indices):
+        rows = []
+        for truth, depth, index in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy(), indices):
+            valid = truth > 0
+            depth, scale, shift = self.aligned(truth, depth, valid, index)
+            rows.append({**zeroshot_errors(truth, depth, valid, self.protocol.clip), "scale": scale, "shift": shift})
+        return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
+
+    def config(self):
+        """The results' config of the relative source and its alignment."""
+        source = {"relative": DEPTHCLIP if self.source == DEPTHCLIP else f"npy:{os.path.abspath(self.location)}",
+                  "relative_kind": self.kind, "align": self.align}
+        if self.model is not None:
+            source["depthclip"] = self.model.config()
+        if self.language is not None:
+            source.update(self.language.config(), captions=os.path.abspath(self.caption_folder),
+                          caption_line=0, rsa_commit=rsa.RSA_COMMIT)
+        return source
+
