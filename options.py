@@ -276,8 +276,9 @@ def eval_options():
     return p
 
 
-def add_relative_arguments(p, npy):
-    """RSA's flags (docs/rsa.md): a relative depth from elsewhere, and the language that sets its scale."""
+def add_relative_arguments(p, npy, caption_folder=True):
+    """RSA's flags (docs/rsa.md): a relative depth from elsewhere, and the language that sets its scale
+    (caption_folder: eval.py's --captions DIR; predict.py takes --caption TEXT instead)."""
     group = p.add_argument_group("relative depth and RSA's language alignment (docs/rsa.md)")
     group.add_argument("--relative", metavar="SOURCE", type=relative_source, help=f"npy:PATH: {npy}; depthclip: "
                        "DepthCLIP's own map (a depth). Scored after --align")
@@ -285,9 +286,10 @@ def add_relative_arguments(p, npy):
                        "disparity (inverse depth, as DPT, MiDaS and Depth Anything output), or depth (inverted first)")
     group.add_argument("--scale_model", metavar="FILE", help="--align language: a LanScale file (RSA's checkpoint, or "
                        "a .safetensors from train_scale.py)")
-    group.add_argument("--captions", metavar="DIR", help="--align language: RSA's text folder (holding text_all/"
-                       f"<nyu|kitti|void>/test) or one holding <image path without extension>.txt (default "
-                       f"{captions.DEFAULT_ROOT}; python -m datasets.prepare_captions --download)")
+    if caption_folder:
+        group.add_argument("--captions", metavar="DIR", help="--align language: RSA's text folder (holding "
+                           "text_all/<nyu|kitti|void>/test) or one holding <image path without extension>.txt, line 0 "
+                           f"read (default {captions.DEFAULT_ROOT}; python -m datasets.prepare_captions --download)")
     return group
 
 
@@ -404,8 +406,25 @@ def predict_options():
                         "flat prediction looks flat")
     p.add_argument("--focal", type=POSITIVE, help="focal length in pixels for --ply (default: NYU's colour camera, "
                    "518.86 at 640 wide, scaled to the image's width)")
+    group = add_relative_arguments(p, "the image's .npy map at its size (for a folder of images: a folder of "
+                                   "<image name without extension>.npy)", caption_folder=False)
+    group.add_argument("--caption", metavar="TEXT", help="with --relative: a description of the scene; RSA turns it "
+                       "into the map's scale and shift (printed)")
     add_model_arguments(p)
     return p
+
+
+def check_predict_relative(p, args):
+    """predict.py --relative: RSA's language alignment needs a scale model and a caption."""
+    if args.relative and not (args.scale_model and args.caption):
+        p.error("--relative puts the map into metres with RSA's language alignment: give --scale_model FILE and "
+                "--caption TEXT")
+    if not args.relative and (args.scale_model or args.caption):
+        p.error("--scale_model and --caption go with --relative npy:FILE (or depthclip)")
+    if args.relative and args.relative[0] == "depthclip" and args.relative_kind != "disparity":
+        p.error("--relative depthclip is a depth already; leave out --relative_kind")
+    if args.caption is not None and not args.caption.strip():
+        p.error("--caption is empty; describe the scene in a sentence")
 
 
 def bench_options():

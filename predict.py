@@ -28,6 +28,7 @@ from tqdm import tqdm
 import cli
 import options
 import photos
+import relative
 import visualize
 from datasets import DataError
 
@@ -82,6 +83,7 @@ def main(argv=None):
     p = options.predict_options()
     args = p.parse_args(argv)
     options.check_model_arguments(p, args)
+    options.check_predict_relative(p, args)
     if args.focal is not None and args.focal <= 0:
         p.error("--focal must be a positive number of pixels")
     if args.min_color_span <= 0:
@@ -96,8 +98,13 @@ def main(argv=None):
                          f"replace them, or -o DIR to write elsewhere")
     written, skipped, flattened = 0, [], 0
     with cli.output_dir(args.output, "--output") if args.output else contextlib.nullcontext():
-        model = options.build_monoclip(args)
-        normalize = options.normalization(args, model)
+        depthclip = not args.relative or args.relative[0] == relative.DEPTHCLIP  # --relative npy: no DepthCLIP
+        model = options.build_monoclip(args) if depthclip else None
+        normalize = options.normalization(args, model) if depthclip else None
+        alignment = relative.PhotoAlignment(args, model) if args.relative else None
+        if alignment:
+            print(f"RSA: scale {alignment.scale:.6g}, shift {alignment.shift:.6g} from the caption {args.caption!r} "
+                  f"(depth = 1 / (scale * r + shift))")
         for path in tqdm(inputs, desc="predict", unit="image", disable=len(inputs) == 1):
             try:
                 image, had_alpha = photos.read_photo(path)
@@ -108,7 +115,10 @@ def main(argv=None):
                 skipped.append(path)
                 continue
             flattened += had_alpha
-            depth = photos.predict_depth(model, image, args.long_side, normalize, flip=not args.no_flip)
+            depth = photos.predict_depth(model, image, args.long_side, normalize, flip=not args.no_flip) if model \
+                else None
+            if alignment:
+                depth = alignment.depth(path, image, depth, single=len(inputs) == 1)
             outs = plan[path]
             png = visualize.depth_png(depth)
             title = f"{os.path.basename(path)}: {depth.min():.2f}-{depth.max():.2f} m"

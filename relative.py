@@ -94,6 +94,40 @@ class Language:
                 "caption_clip": self.encoder.backbone.config()}
 
 
+# ---------------------------------------------------------------- predict.py
+class PhotoAlignment:
+    """predict.py --relative: one caption's scale and shift (found once, printed) applied to each photo's map."""
+
+    def __init__(self, args, model=None):
+        from clip_runtime import FrozenCLIP
+        self.source, self.location = args.relative
+        self.kind = "depth" if self.source == DEPTHCLIP else args.relative_kind
+        if self.source == "npy" and not os.path.exists(self.location):
+            raise ValueError(f"--relative npy:{self.location}: no such file or folder; give the image's .npy map")
+        backbone = model.backbone if model is not None else FrozenCLIP(args.clip_model, device=args.device,
+                                                                      precision=args.precision)
+        scale, shift = Language(args.scale_model, backbone)([args.caption])
+        self.scale, self.shift = scale.item(), shift.item()
+
+    def map_of(self, path, single):
+        """The .npy of a photo: the file given, or (a folder of photos) <folder>/<photo name minus extension>.npy."""
+        if os.path.isdir(self.location):
+            return os.path.join(self.location, os.path.splitext(os.path.basename(path))[0] + ".npy")
+        if not single:
+            raise ValueError(f"--relative npy:{self.location} is one map; for a folder of images give a folder of "
+                             f"<image name>.npy maps")
+        return self.location
+
+    def depth(self, path, image, depthclip_depth=None, single=True):
+        """(H, W) float32 metres of one photo (PIL image, its own size): 1 / (s * r + t) (rsa.metric_depth)."""
+        if self.source == DEPTHCLIP:
+            relative = np.asarray(depthclip_depth, np.float32)
+            rsa.check_relative(relative, self.kind, path)
+        else:
+            relative = read_map(self.map_of(path, single), self.kind, (image.height, image.width), f"image {path}")
+        return rsa.metric_depth(torch.from_numpy(relative), self.scale, self.shift, self.kind).numpy()
+
+
 # ---------------------------------------------------------------- eval.py
 class Relative:
     """eval.py's --relative run: the dataset, the predictor and the scorer; rows carry each image's scale and
