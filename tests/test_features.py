@@ -1,8 +1,13 @@
 """Beyond the paper: MaskCLIP features, the bare value path, ViT patch tokens, other backbones, CLIP normalization.
 
 Each dense feature is checked against the same computation written out here with plain tensor operations
-on the model's own weights; the nine released geometries are checked on PyTorch's meta device (shapes only).
+on the model's own weights; the nine released geometries are checked on PyTorch's meta device (shapes only). The
+feature cache (feature_cache.py) never stops a run: folders it cannot create, read or write, and entries of other
+settings or damaged, are warnings.
 """
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +16,10 @@ from PIL import Image
 
 import clip
 from clip.model import CLIP, model_config
+import feature_cache
 from datasets import NYUDepthV2
+from downloads import sha256_of_file
+from feature_cache import FeatureCache
 from synthetic.checkpoint import make_state_dict
 from monoclip import MonoCLIP
 
@@ -186,3 +194,113 @@ def test_clip_normalization(nyu_like):
     mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
     expected = ((crop / 255.0 - mean) / std).transpose(2, 0, 1)
     np.testing.assert_allclose(rgb.numpy(), expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the feature cache never stops a run
+@pytest.fixture
+def rgb_files(nyu_like):
+    return [f"{nyu_like}/official_splits/test/{name}" for name in ("bathroom/rgb_00001.jpg", "kitchen/rgb_00008.jpg")]
+
+
+def small_rgb(file):
+    """An NYU-like image's (3, 96, 128) corner: a (3, 4) grid of patches, quick through the image tower."""
+    from datasets.nyu import load_rgb
+    return load_rgb(file)[:, :96, :128]
+
+
+def cached_views(model, folder, files):
+    """A FeatureCache in folder after reading (or computing) the files' views, checked equal to the model's own."""
+    cache = FeatureCache(str(folder), {"weights": "x"})
+    patches, _ = cache.view_features(model, files, small_rgb)
+    expected, _ = model.view_features(torch.stack([small_rgb(f) for f in files]))
+    torch.testing.assert_close(patches, expected, atol=0, rtol=0)
+    return cache
+
+
+def warnings_in(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+
+
+def test_a_cache_folder_that_cannot_be_created_warns_once_and_the_run_goes_on(model, rgb_files, tmp_path, capsys,
+                                                                                monkeypatch):
+    (tmp_path / "file").write_text("")
+    cache = cached_views(model, tmp_path / "file" / "cache", rgb_files)  # under a regular file: even root cannot
+    assert cache.misses == 4
+    assert warnings_in(capsys) == [f"warning: --cache {tmp_path / 'file' / 'cache'} cannot be created (Not a "
+                                   f"directory); choose another place; going on without caching"]
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(feature_cache.os, "makedirs", read_only)
+    cached_views(model, tmp_path / "cache", rgb_files)
+    assert warnings_in(capsys) == [f"warning: --cache {tmp_path / 'cache'} cannot be created (Read-only file system); "
+                                   f"choose another place; going on without caching"]
+
+
+def test_a_cache_folder_that_cannot_be_read_warns_once_and_the_run_goes_on(model, rgb_files, tmp_path, capsys,
+                                                                             monkeypatch):
+    cached_views(model, tmp_path, rgb_files)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(feature_cache.np, "load", denied)
+    cache = cached_views(model, tmp_path, rgb_files)
+    assert cache.misses == 4 and cache.hits == 0
+    warnings = warnings_in(capsys)
+    assert len(warnings) == 1 and "cannot be read (Permission denied)" in warnings[0]
+
+
+def test_an_entry_that_cannot_be_put_in_place_warns_once_and_the_run_goes_on(model, rgb_files, tmp_path, capsys):
+    """A folder where an entry should be: the rename into place fails (after the temporary file was written)."""
+    cache = FeatureCache(str(tmp_path), {"weights": "x"})
+    os.makedirs(cache.path(sha256_of_file(rgb_files[0]), 0))
+    cached_views(model, tmp_path, rgb_files)
+    warnings = warnings_in(capsys)
+    assert len(warnings) == 1 and "going on without caching" in warnings[0]
+
+
+def test_a_cache_folder_of_other_settings_is_not_read(model, rgb_files, tmp_path, capsys):
+    cache = cached_views(model, tmp_path, rgb_files)
+    description = os.path.join(cache.folder, "settings.json")
+    with open(description) as f:
+        settings = json.load(f)
+    with open(description, "w") as f:
+        json.dump({**settings, "features": "value"}, f)  # a folder copied under this key, or edited by hand
+    capsys.readouterr()
+    again = cached_views(model, tmp_path, rgb_files)
+    assert again.hits == 0 and again.misses == 4
+    assert warnings_in(capsys) == [f"warning: --cache {cache.folder} holds features of other settings (its "
+                                   f"settings.json differs in features); delete that folder; going on without caching"]
+    with open(description, "w") as f:
+        f.write("{not json")
+    again = cached_views(model, tmp_path, rgb_files)
+    assert again.hits == 4
+    warnings = warnings_in(capsys)
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: --cache {description} is unreadable (")
+    with open(description) as f:
+        assert json.load(f) == settings  # written again
+
+
+def test_entries_of_another_shape_or_damaged_are_named_and_recomputed(model, rgb_files, tmp_path, capsys):
+    cache = cached_views(model, tmp_path, rgb_files)
+    first, second = [cache.path(sha256_of_file(f), 0) for f in rgb_files]
+    channels = model.encoded.text.shape[0]
+    np.save(first, np.zeros((3, 5, channels), np.float32))  # another grid: torch.stack failed on it
+    capsys.readouterr()
+    again = cached_views(model, tmp_path, rgb_files)
+    assert again.hits == 3 and again.misses == 1
+    assert warnings_in(capsys) == [f"warning: cache entry {first} holds features of shape (3, 5, {channels}), not "
+                                   f"this run's (3, 4, {channels}) (another setting's); recomputing it"]
+    for path in (first, second):  # all of an image's stored views of other channels (another backbone's)
+        np.save(path, np.zeros((3, 4, 64), np.float32))
+    os.remove(cache.path(sha256_of_file(rgb_files[0]), 1))
+    again = cached_views(model, tmp_path, rgb_files[:1])  # one image: its mirror view is computed, then its own
+    assert again.misses == 2 and len(warnings_in(capsys)) == 1
+    np.save(second, np.zeros((3, 4, 64), np.float32))
+    again = cached_views(model, tmp_path, rgb_files[1:])  # nothing to compute: the model's channels decide
+    assert again.hits == 1 and again.misses == 1 and "(3, 4, 64)" in warnings_in(capsys)[0]
+    with open(first, "wb") as f:
+        f.write(b"\x93NUMPY garbage")
+    again = cached_views(model, tmp_path, rgb_files)
+    warnings = warnings_in(capsys)
+    assert again.misses == 1 and len(warnings) == 1 and f"cache entry {first} is unreadable (" in warnings[0]
