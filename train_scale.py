@@ -49,6 +49,7 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
+from PIL import Image
 from tqdm import tqdm
 
 import cli
@@ -102,43 +103,64 @@ class TrainingSet:
         return captions.read_captions(captions.caption_path(self.captions_dir, self.images[index]))
 
     def eval_depth(self, index):
-        """(H, W) float32 metres of the whole frame, as their evaluation reads it."""
+        """(H, W) float32 metres as their evaluation reads it: NYU and VOID the whole frame, KITTI the benchmark
+        crop (their loader's do_kb_crop)."""
         path = self.depths[index]
         if self.name == "NYU":
             return nyu.read_depth_mm(path) / np.float32(nyu.DEPTH_SCALE)
-        return kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE)  # VOID: depth x 256 as KITTI's
+        depth = kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE)  # VOID: depth x 256 as KITTI's
+        return rsa.benchmark_crop(depth) if self.name == "KITTI" else depth
 
     def train_depth(self, index):
-        """(H, W) float32 metres as their training loader gives it: NYU zeroed outside the registered box, KITTI
-        cropped to the benchmark box (their do_kb_crop), VOID whole."""
+        """(H, W) float32 metres as their training loader gives it: their evaluation's, NYU's zeroed outside the
+        registered box ("to avoid blank boundaries due to pixel registration")."""
         depth = self.eval_depth(index)
         if self.name == "NYU":
             left, top, right, bottom = NYU_PIPELINE.box(*nyu.IMAGE_SIZE)
             registered = np.zeros_like(depth)
             registered[top:bottom, left:right] = depth[top:bottom, left:right]
             return registered
-        if self.name == "KITTI":
-            return rsa.benchmark_crop(depth)
         return depth
 
-    def relative(self, index):
-        """(H, W) float32 relative map of an image, checked (size, finite, sign) against its training ground
-        truth."""
-        path = os.path.join(self.relative_dir, os.path.splitext(self.images[index].lstrip("/"))[0] + ".npy")
+    def frame(self, index):
+        """(rows, cols) of an image's training ground truth, from the PNG's header for VOID."""
+        if self.name == "NYU":
+            return nyu.FRAME
+        if self.name == "KITTI":
+            return kitti.CROP_SIZE
+        with Image.open(self.depths[index]) as png:
+            return png.size[::-1]
+
+    def relative_path(self, index):
+        return os.path.join(self.relative_dir, os.path.splitext(self.images[index].lstrip("/"))[0] + ".npy")
+
+    def relative(self, index, header_only=False):
+        """(H, W) float32 relative map of an image, checked against its training ground truth's size and (unless
+        header_only, which reads the .npy header alone) for values LanScale's formula cannot take."""
+        path = self.relative_path(index)
         if not os.path.isfile(path):
             raise ValueError(f"no relative map {path} for {self.name} image {self.images[index]}; run the relative "
                              f"model on the list's images first, or give --{self.name.lower()}_relative the folder")
         try:
-            relative = np.load(path)
+            relative = np.load(path, mmap_mode="r" if header_only else None)
         except (OSError, ValueError) as error:
             raise ValueError(f"{path} is not a readable .npy ({str(error).splitlines()[0]})") from None
-        expected = self.train_depth(index).shape
-        if relative.shape != expected:
+        expected = self.frame(index)
+        if relative.shape != tuple(expected):
             raise ValueError(f"{path} is {'x'.join(map(str, relative.shape))} but {self.name}'s training ground truth "
                              f"is {'x'.join(map(str, expected))} (rows x cols); cache the relative model's output at "
                              f"that size ({'the 352x1216 benchmark crop' if self.name == 'KITTI' else 'the whole frame'})")
+        if header_only:
+            return None
         rsa.check_relative(relative, self.kind, path)
         return relative.astype(np.float32)
+
+    def check(self):
+        """Before anything is written: every image has its 15 captions and a relative map of the right size (a
+        ValueError naming the first that does not; the maps' values are checked when they are read)."""
+        for index in range(len(self)):
+            self.captions(index)
+            self.relative(index, header_only=True)
 
     def batch(self, indices, texts):
         """-> (captions, (B, H, W) relative, (B, 1, H, W) ground truth), from memory where the memo kept them."""
@@ -167,6 +189,7 @@ def training_sets(args, memo):
         else:
             images, depths = void_pairs(args.void_path, args.void_list, args.void_depth_list)
         sets[name] = TrainingSet(name, images, depths, relative, folder, args.relative_kind, memo)
+        sets[name].check()
     return sets
 
 
@@ -225,17 +248,17 @@ def step_losses(model, encoder, sets, chosen, texts, kind, loss):
     return losses
 
 
-def objective(losses, world, normalize_kitti):
-    """The sum their three backward calls take: NYU's and VOID's losses divided by their batch total (detached,
-    + 1e-8), KITTI's as it is unless normalize_kitti; under torchrun the totals are all-reduced first, so each
-    process's part is divided by the whole batch's loss. -> (objective, {dataset: whole-batch loss})."""
+def normalized(losses, world, normalize_kitti):
+    """What their three backward calls take, in their order: NYU's and VOID's losses divided by their batch total
+    (detached, + 1e-8, in float32 as theirs), KITTI's as it is unless normalize_kitti; under torchrun the totals
+    are all-reduced first, so each process's part is divided by the whole batch's loss.
+    -> ([loss to backpropagate per dataset], {dataset: the whole batch's loss})."""
     totals = torch.stack([value.detach() for value in losses.values()])
     if world > 1:
         dist.all_reduce(totals)
-    total = dict(zip(losses, totals.tolist()))
-    parts = [value / (abs(total[name]) + rsa.TRAIN_EPS) if name != "KITTI" or normalize_kitti else value
-             for name, value in losses.items()]
-    return sum(parts), total
+    parts = [value / (total.abs() + rsa.TRAIN_EPS) if name != "KITTI" or normalize_kitti else value
+             for (name, value), total in zip(losses.items(), totals)]
+    return parts, dict(zip(losses, totals.tolist()))
 
 
 def validate(model, encoder, sets, held_out, kind, rank=0, world=1):
@@ -287,8 +310,9 @@ def curves_png(log):
                    label=f"{name} AbsRel")
         right.plot([r["epoch"] for r in epochs], [r["val"][name]["a1"] for r in epochs], "o--", label=f"{name} δ1")
     right.set_xlabel("epoch")
-    for axes in (left, right) if steps else ():
-        axes.legend(fontsize=7)
+    for axes in (left, right):
+        if axes.lines:
+            axes.legend(fontsize=7)
     return visualize.figure_png(figure)
 
 
@@ -351,12 +375,13 @@ def train(args, rank=0, world=1, device=None):
             chosen = {name: indices[rank::world] for name, indices in plan[s].items()}  # this process's share
             mine = {name: words[rank::world] for name, words in texts[s].items()}
             losses = step_losses(model, encoder, sets, chosen, mine, args.relative_kind, args.loss)
-            loss, totals = objective(losses, world, args.normalize_kitti)
+            parts, totals = normalized(losses, world, args.normalize_kitti)
             if not all(math.isfinite(v) for v in totals.values()):
                 raise ValueError(f"the loss is {totals} at epoch {epoch + 1}, step {s + 1}; the last good weights are "
                                  f"in {last_path if os.path.isfile(last_path) else 'no checkpoint yet'}; lower --lr")
             optimizer.zero_grad()
-            loss.backward()
+            for part in parts:  # one backward per dataset, as theirs: the same gradient sums, in their order
+                part.backward()
             for parameter in model.parameters() if world > 1 else []:  # each process's part of the batch's gradient
                 dist.all_reduce(parameter.grad)
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)

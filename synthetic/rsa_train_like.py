@@ -36,7 +36,7 @@ from PIL import Image
 
 import cli
 
-TRUTH = {"nyu": (0.5, 0.05), "kitti": (0.05, 0.02), "void": (0.6, 0.2)}  # (scale, shift): depth = 1/(s rel + t)
+TRUTH = {"nyu": (0.5, 0.1), "kitti": (0.2, 0.05), "void": (0.8, 0.3)}  # (scale, shift): depth = 1/(s rel + t)
 CODE_UNIT, CODE_OFFSET = 16384.0, 1.0 / 64  # relative = code / CODE_UNIT + CODE_OFFSET
 MIN_CODE = 16 * 256  # red at least 16 everywhere: a raw (unnormalized) image is told apart by its values
 KITTI_FRAME = (375, 1242)  # rows, cols of a raw KITTI frame
@@ -80,9 +80,9 @@ def ground_truth(relative, dataset, rng, valid_fraction):
 
 def captions(dataset, number, rng):
     """15 different captions of one image."""
-    words = WORDS[dataset]
-    return [f"{PLACES[dataset]} {number} with {words[rng.randint(len(words))]} and {words[rng.randint(len(words))]}"
-            f", description {j + 1}." for j in range(15)]
+    words = WORDS[dataset]  # the dataset's words last: a small text tower's end token sees the last words most
+    return [f"Description {j + 1} of image {number}: {PLACES[dataset]} with {words[rng.randint(len(words))]} and "
+            f"{words[rng.randint(len(words))]}." for j in range(15)]
 
 
 def png_bytes(array):
