@@ -49,15 +49,13 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image
 from tqdm import tqdm
 
 import cli
 import options
 import rsa
 from clip_runtime import PRECISIONS, FrozenCLIP, pick_device, start_distributed
-from datasets import captions, kitti, nyu
-from datasets.images import DataError, read_list
+from datasets import captions, kitti, nyu, void
 from train import NYU_PIPELINE, Memo, save_checkpoint, split_train_val
 
 DATASETS = ("NYU", "KITTI", "VOID")
@@ -108,8 +106,9 @@ class TrainingSet:
         path = self.depths[index]
         if self.name == "NYU":
             return nyu.read_depth_mm(path) / np.float32(nyu.DEPTH_SCALE)
-        depth = kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE)  # VOID: depth x 256 as KITTI's
-        return rsa.benchmark_crop(depth) if self.name == "KITTI" else depth
+        if self.name == "VOID":
+            return void.load_depth(path)
+        return rsa.benchmark_crop(kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE))
 
     def train_depth(self, index):
         """(H, W) float32 metres as their training loader gives it: their evaluation's, NYU's zeroed outside the
@@ -123,13 +122,8 @@ class TrainingSet:
         return depth
 
     def frame(self, index):
-        """(rows, cols) of an image's training ground truth, from the PNG's header for VOID."""
-        if self.name == "NYU":
-            return nyu.FRAME
-        if self.name == "KITTI":
-            return kitti.CROP_SIZE
-        with Image.open(self.depths[index]) as png:
-            return png.size[::-1]
+        """(rows, cols) of an image's training ground truth."""
+        return {"NYU": nyu.FRAME, "KITTI": kitti.CROP_SIZE, "VOID": void.FRAME}[self.name]
 
     def relative_path(self, index):
         return os.path.join(self.relative_dir, os.path.splitext(self.images[index].lstrip("/"))[0] + ".npy")
@@ -187,30 +181,14 @@ def training_sets(args, memo):
             pairs, _ = kitti.read_pairs(args.kitti_path, gt_path, args.kitti_list, "--kitti_list")
             images, depths = [rgb for rgb, _ in pairs], [os.path.join(gt_path, d) for _, d in pairs]
         else:
-            images, depths = void_pairs(args.void_path, args.void_list, args.void_depth_list)
+            if not args.void_list:
+                raise ValueError("--datasets has VOID: give --void_list, their data_splits/void/train_image.txt (the "
+                                 "repository ships VOID's test list only)")
+            entries = void.read_entries(args.void_path, args.void_list)  # their order: VOID is not shuffled
+            images, depths = [image for image, _ in entries], [os.path.join(args.void_path, d) for _, d in entries]
         sets[name] = TrainingSet(name, images, depths, relative, folder, args.relative_kind, memo)
         sets[name].check()
     return sets
-
-
-def void_pairs(root, image_list, depth_list):
-    """VOID's training images and ground-truth files, from their two lists (data_splits/void/train_image.txt and
-    train_ground_truth.txt: one path per line, relative to the folder holding void_1500/), in list order."""
-    lists = []
-    for path, flag in ((image_list, "--void_list"), (depth_list, "--void_depth_list")):
-        if not path or not os.path.isfile(path):
-            raise DataError(f"{flag} {path}: no such list; give RSA's data_splits/void/train_*.txt")
-        with open(path) as f:
-            lists.append([line.strip() for line in f if line.strip()])
-    images, depths = lists
-    if len(images) != len(depths):
-        raise DataError(f"--void_list has {len(images)} lines but --void_depth_list {len(depths)}; give lists of the "
-                        f"same images")
-    missing = [p for p in depths if not os.path.isfile(os.path.join(root, p))]
-    if missing:
-        raise DataError(f"{len(missing)} ground-truth files of --void_depth_list are missing under {root} (first: "
-                        f"{missing[0]}); --void_path must hold void_1500/")
-    return images, [os.path.join(root, p) for p in depths]
 
 
 def epoch_plan(sizes, batch_size, seed, epoch):
@@ -436,9 +414,9 @@ def train_scale_options():
     data.add_argument("--kitti_list", default=kitti.TRAIN_LIST, help="their KITTI training list (BTS's Eigen list)")
     data.add_argument("--kitti_relative", metavar="DIR", help="KITTI's relative maps of the benchmark crop, "
                       "<DIR>/<date>/<drive>/image_02/data/XXXXXXXXXX.npy")
-    data.add_argument("--void_path", help="the folder holding void_1500/")
-    data.add_argument("--void_list", help="their data_splits/void/train_image.txt")
-    data.add_argument("--void_depth_list", help="their data_splits/void/train_ground_truth.txt")
+    data.add_argument("--void_path", default=void.DEFAULT_DATA_PATH, help="the folder holding void_1500/")
+    data.add_argument("--void_list", help="their data_splits/void/train_image.txt (each ground truth is the image's "
+                      "path with /image/ replaced by /ground_truth/, as their train_ground_truth.txt lists them)")
     data.add_argument("--void_relative", metavar="DIR", help="VOID's relative maps, <DIR>/void_1500/data/<scene>/"
                       "image/<stamp>.npy")
     data.add_argument("--val_count", type=int, default=50, help="images of each training list held out and scored "

@@ -48,8 +48,8 @@ def args_for(data, clip, out, *extra):
             "--nyu_path", f"{data}/nyu", "--nyu_list", f"{data}/nyu/train_list.txt", "--nyu_relative",
             f"{data}/relative/nyu", "--kitti_path", f"{data}/kitti/raw", "--kitti_gt_path", f"{data}/kitti/gt",
             "--kitti_list", f"{data}/kitti/train_list.txt", "--kitti_relative", f"{data}/relative/kitti",
-            "--void_path", f"{data}/void", "--void_list", f"{data}/void/train_image.txt", "--void_depth_list",
-            f"{data}/void/train_ground_truth.txt", "--void_relative", f"{data}/relative/void", *extra]
+            "--void_path", f"{data}/void", "--void_list", f"{data}/void/train_image.txt", "--void_relative",
+            f"{data}/relative/void", *extra]
 
 
 def log_of(out):
