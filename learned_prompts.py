@@ -252,28 +252,43 @@ class LearnedPrompts:
     def load(cls, path, flag="--prompts"):
         """A .safetensors file written by save (or train.py) -> LearnedPrompts; ValueError naming the file (as the
         flag that gave it) if it is not one."""
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load
         try:
             with open(path, "rb") as f:
                 data = f.read()
-            tensors = load(data)
-            from safetensors import safe_open  # the metadata, which load() leaves out
-            with safe_open(path, "pt") as f:
-                metadata = f.metadata() or {}
-            layout = json.loads(metadata["depthclip"])
         except OSError as error:
             raise ValueError(f"{flag} {path} cannot be read ({error.strerror or error})") from None
-        except (SafetensorError, KeyError, json.JSONDecodeError, Exception) as error:
-            raise ValueError(f"{flag} {path} is not a prompts file written by this repository "
-                             f"({type(error).__name__}); give a .safetensors from train.py or convert_prompts.py, "
-                             f"or their .ckpt with --prompts_config") from None
+
+        def refuse(what):
+            return ValueError(f"{flag} {path} is not a prompts file written by this repository ({what}); give a "
+                              f".safetensors from train.py or convert_prompts.py, or their .ckpt with --prompts_config")
+        try:
+            tensors = load(data)
+            with safe_open(path, "pt") as f:  # the metadata, which load() leaves out
+                metadata = f.metadata() or {}
+        except SafetensorError as error:
+            raise refuse(f"damaged, truncated or not a .safetensors: {str(error).strip()}") from None
+        if "depthclip" not in metadata:
+            raise refuse(f"a .safetensors without this repository's 'depthclip' metadata, holding {len(tensors)} "
+                         f"tensor(s){': ' + ', '.join(sorted(tensors)[:3]) if tensors else ''}")
+        try:
+            layout = json.loads(metadata["depthclip"])
+        except json.JSONDecodeError:
+            raise refuse("its 'depthclip' metadata is not JSON: the file is damaged") from None
+        missing = [key for key in ("template", "depth", "object_word", "bins", "temperature")
+                   if not isinstance(layout, dict) or key not in layout]
+        if missing:
+            raise refuse(f"its 'depthclip' metadata lacks {', '.join(missing)}")
         tokens = {name: tensors.get(f"tokens.{name}", torch.zeros(0, 1)) for name in GROUPS}
         visual = {key[len("visual."):]: t for key, t in tensors.items() if key.startswith("visual.")} or None
         source = {"file": os.path.abspath(path), **{k: v for k, v in layout.items() if k not in (
             "template", "depth", "object_word", "bins", "temperature", "depth_range", "format")}}
-        return cls(layout["template"], layout["depth"], layout["object_word"], layout["bins"], tokens,
-                   layout["temperature"], visual, layout.get("depth_range") or trained_range(layout), source)
+        try:
+            return cls(layout["template"], layout["depth"], layout["object_word"], layout["bins"], tokens,
+                       layout["temperature"], visual, layout.get("depth_range") or trained_range(layout), source)
+        except ValueError as error:
+            raise refuse(f"its layout does not hold together: {error}") from None
 
 
 def trained_range(layout):
@@ -396,7 +411,8 @@ def read_checkpoint(path, flag="--prompts"):
         raise ValueError(f"{flag} {path} holds a pickled {name} outside the allow-list of types a checkpoint of "
                          f"theirs holds{hint}; it is not loaded") from None
     except Exception as error:
-        raise ValueError(f"{flag} {path} is not a PyTorch checkpoint ({type(error).__name__})") from None
+        reason = str(error).strip().split(". ")[0] or type(error).__name__  # e.g. a truncated zip archive's
+        raise ValueError(f"{flag} {path} is not a PyTorch checkpoint, or is damaged or truncated ({reason})") from None
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{flag} {path} has no state_dict; expected a PromptLearningCLIP-MDE Lightning checkpoint")

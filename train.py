@@ -513,7 +513,12 @@ def resume(args, run, last_path):
     backbone, or was made with other settings (naming each flag and both values): OneCycleLR's schedule spans the
     run's steps and cannot be stretched, and a changed rate or batch would leave the file recording what was not
     used."""
-    state = torch.load(last_path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a disk that filled while it was written, a copy cut short
+        reason = str(error).strip().split(". ")[0] or type(error).__name__
+        raise ValueError(f"--resume: {last_path} is damaged or truncated ({reason}); remove it to train from the "
+                         f"start, or give another --checkpoint_dir") from None
     p = run.prompts
     if state["layout"] != [p.template, p.depth, p.object_word, list(p.bins)] or \
             state["backbone"] != run.model.backbone.weights_id():

@@ -170,3 +170,31 @@ def test_images_without_valid_ground_truth_are_left_out_by_name(checkpoint, tmp_
     assert all(name in err for name in emptied), err
     assert "left out of the validation means" in err and "adds nothing to the loss" in err
     assert LearnedPrompts.load(str(out)).source["validation"]["abs_rel"] > 0
+
+
+def test_a_damaged_prompts_file_is_named_with_what_is_wrong(rooms, checkpoint, tmp_path, capsys):
+    good = tmp_path / "good.safetensors"
+    LearnedPrompts("learned-static-1o1d", 7, "object", bin_centres("dset-even-7"),
+                   {"prompt": torch.zeros(2, 64), "depth": torch.zeros(7, 64)}).save(str(good))
+    data = good.read_bytes()
+    truncated, foreign, ckpt = tmp_path / "cut.safetensors", tmp_path / "other.safetensors", tmp_path / "cut.ckpt"
+    truncated.write_bytes(data[:len(data) - 10])
+    from safetensors.torch import save_file
+    save_file({"encoder.weight": torch.zeros(2)}, str(foreign))
+    ckpt.write_bytes(b"PK\x03\x04 not a whole zip archive")
+    for path, said in [(truncated, "damaged, truncated or not a .safetensors"),
+                       (foreign, "without this repository's 'depthclip' metadata, holding 1 tensor(s): encoder.weight")]:
+        with pytest.raises(ValueError) as error:
+            LearnedPrompts.load(str(path), flag="--init")
+        assert str(error.value).startswith(f"--init {path} is not a prompts file") and said in str(error.value)
+        assert documented(str(error.value))
+    from learned_prompts import read_checkpoint
+    with pytest.raises(ValueError) as error:
+        read_checkpoint(str(ckpt))
+    assert "is not a PyTorch checkpoint, or is damaged or truncated" in str(error.value)
+    assert documented(str(error.value))
+    out = tmp_path / "run.safetensors"
+    os.makedirs(tmp_path / "run_run")
+    (tmp_path / "run_run" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    line = error_line(capsys, args_for(rooms, checkpoint, out, "--epochs", "1", "--resume"), 1)
+    assert "last.pt is damaged or truncated" in line and "--init" not in line
