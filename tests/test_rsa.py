@@ -327,3 +327,56 @@ def test_void_reads_their_list_in_order_and_png_over_256(data):
     with open(void.DEFAULT_TEST_LIST) as f:
         shipped = f.read().split()
     assert len(shipped) == 800 and shipped[0] == "void_1500/data/desktop2/image/1552625295.7828.png"
+
+
+# ---------------------------------------------------------------- their caption files: prepare_captions
+@pytest.fixture(scope="module")
+def caption_server(tmp_path_factory):
+    """Their repository's archive as GitHub's codeload serves it, with a caption file (and panoptic lines) for
+    every image of the three test lists and one training caption, served on 127.0.0.1."""
+    import http.server
+    import io
+    import tarfile
+    import threading
+    from datasets import prepare_captions
+    served = tmp_path_factory.mktemp("served")
+    archive = served / rsa.RSA_REPO / "tar.gz" / rsa.RSA_COMMIT
+    archive.parent.mkdir(parents=True)
+    top = f"RSA-{rsa.RSA_COMMIT}/RSA"
+    with tarfile.open(archive, "w:gz") as tar:
+        def add(name, text):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for dataset, folder in captions.DATASETS.items():
+            for path in prepare_captions.image_paths(dataset, "test", "unused"):
+                add(f"text/text_all/{folder}/test/{path[:-4]}.txt", "".join(f"caption {i}\n" for i in range(15)))
+                add(f"text/seg_txt_panoptic/{folder}/test/{path[:-4]}.txt", "wall 0.5\n")
+        add("text/text_all/nyu/train/basement_0001a/rgb_00000.txt", "a basement\n" * 15)
+        add("data_splits/void/train_image.txt", "void_1500/data/x/image/1.png\n")
+        add("README.md", "not kept\n")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: http.server.SimpleHTTPRequestHandler(
+        *a, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_prepare_captions_urls_download_and_check(caption_server, tmp_path, capsys):
+    from datasets import prepare_captions
+    root = tmp_path / "RSA_text"
+    assert prepare_captions.main(["--urls"]) == 0
+    assert f"https://codeload.github.com/{rsa.RSA_REPO}/tar.gz/{rsa.RSA_COMMIT}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        prepare_captions.main(["--check", "--root", str(root), "--splits", "test"])
+    assert "text_all NYU test: 0 of 654 caption files" in capsys.readouterr().out
+    assert prepare_captions.main(["--download", "--root", str(root), "--splits", "test", "--mirror",
+                                  caption_server]) == 0
+    out = capsys.readouterr().out
+    assert "text_all KITTI test: 652 of 652" in out and "seg_txt_panoptic VOID test: 800 of 800" in out
+    assert not (root / "text_all" / "nyu" / "train").exists()  # --splits test keeps the test captions only
+    assert (root / "data_splits" / "void" / "train_image.txt").is_file() and not (root / "README.md").exists()
+    assert [f for f in os.listdir(root) if f.endswith((".gz", ".part"))] == []  # the archive is removed
+    folder = captions.split_folder(str(root), "NYU", "test")
+    assert captions.get_text(folder, ["bathroom/rgb_00045.jpg"], "eval") == ["caption 0"]
