@@ -121,8 +121,9 @@ class TrainingSet:
             return registered
         return depth
 
-    def frame(self, index):
-        """(rows, cols) of an image's training ground truth."""
+    @property
+    def frame(self):
+        """(rows, cols) of the training ground truth, which the relative maps must match."""
         return {"NYU": nyu.FRAME, "KITTI": kitti.CROP_SIZE, "VOID": void.FRAME}[self.name]
 
     def relative_path(self, index):
@@ -139,7 +140,7 @@ class TrainingSet:
             relative = np.load(path, mmap_mode="r" if header_only else None)
         except (OSError, ValueError) as error:
             raise ValueError(f"{path} is not a readable .npy ({str(error).splitlines()[0]})") from None
-        expected = self.frame(index)
+        expected = self.frame
         if relative.shape != tuple(expected):
             raise ValueError(f"{path} is {'x'.join(map(str, relative.shape))} but {self.name}'s training ground truth "
                              f"is {'x'.join(map(str, expected))} (rows x cols); cache the relative model's output at "
@@ -156,12 +157,12 @@ class TrainingSet:
             self.captions(index)
             self.relative(index, header_only=True)
 
-    def batch(self, indices, texts):
-        """-> (captions, (B, H, W) relative, (B, 1, H, W) ground truth), from memory where the memo kept them."""
+    def batch(self, indices):
+        """-> ((B, H, W) relative, (B, 1, H, W) ground truth), from memory where the memo kept them."""
         keep = lambda key, compute: self.memo((self.name, key), compute, lambda v: v.nbytes)  # noqa: E731
         relative = np.stack([keep(("relative", i), lambda i=i: self.relative(i)) for i in indices])
         gt = np.stack([keep(("depth", i), lambda i=i: self.train_depth(i)) for i in indices])[:, None]
-        return texts, torch.from_numpy(relative), torch.from_numpy(gt)
+        return torch.from_numpy(relative), torch.from_numpy(gt)
 
 
 def training_sets(args, memo):
@@ -217,8 +218,8 @@ def step_losses(model, encoder, sets, chosen, texts, kind, loss):
         if not indices:
             losses[name] = sum(p.sum() for p in model.parameters()) * 0
             continue
-        words, relative, gt = sets[name].batch(indices, texts[name])
-        scale, shift = model(encoder(words))
+        relative, gt = sets[name].batch(indices)
+        scale, shift = model(encoder(texts[name]))
         device = scale.device
         depth = rsa.metric_depth(relative.to(device), scale, shift, kind, eps=rsa.TRAIN_EPS)
         protocol = sets[name].protocol
@@ -279,14 +280,17 @@ def curves_png(log):
     import visualize
     steps, epochs = [r for r in log if "losses" in r], [r for r in log if r.get("val")]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colour = {name: f"C{k}" for k, name in enumerate(DATASETS)}  # one per dataset in both panels
     for name in (steps[0]["losses"] if steps else []):
-        left.plot([r["step"] for r in steps], [r["losses"][name] for r in steps], lw=0.8, label=f"{name} loss")
+        left.plot([r["step"] for r in steps], [r["losses"][name] for r in steps], lw=0.8, color=colour[name],
+                  label=f"{name} training loss")
     left.set_xlabel("step")
     left.set_yscale("log")
     for name in (epochs[-1]["val"] if epochs else []):
         right.plot([r["epoch"] for r in epochs], [r["val"][name]["abs_rel"] for r in epochs], "s-",
-                   label=f"{name} AbsRel")
-        right.plot([r["epoch"] for r in epochs], [r["val"][name]["a1"] for r in epochs], "o--", label=f"{name} δ1")
+                   color=colour[name], label=f"{name} AbsRel")
+        right.plot([r["epoch"] for r in epochs], [r["val"][name]["a1"] for r in epochs], "o--", color=colour[name],
+                   label=f"{name} δ1")
     right.set_xlabel("epoch")
     for axes in (left, right):
         if axes.lines:
@@ -296,12 +300,12 @@ def curves_png(log):
 
 def train(args, rank=0, world=1, device=None):
     """The training loop -> (model, best, log, settings of the run); rank 0 writes the logs and checkpoints."""
-    torch.manual_seed(args.seed)
     backbone = FrozenCLIP(args.clip_model, device=device or args.device, precision=args.precision)
     encoder = rsa.CaptionEncoder(backbone, args.cache)
     if args.init:
         model, _ = rsa.load_scale_model(args.init, encoder.width, "--init")
     else:
+        torch.manual_seed(args.seed)  # PyTorch's initialization, drawn from the seed alone
         model = rsa.LanScale(encoder.width)
     model = model.to(backbone.device).train()
     sets = training_sets(args, Memo(args.keep_gb * 2 ** 30))
@@ -336,7 +340,10 @@ def train(args, rank=0, world=1, device=None):
 
     writer = None
     if args.tensorboard and rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
         writer = SummaryWriter(args.tensorboard)
     if first_epoch == 0 and args.val_count:  # where the initial weights stand, to measure learning against
         record({"step": 0, "epoch": 0, "val": validate(model, encoder, sets, held_out, args.relative_kind, rank,
