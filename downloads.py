@@ -6,6 +6,7 @@ asks the server for the rest.
 """
 import hashlib
 import os
+import sys
 import urllib.error
 import urllib.request
 
@@ -22,16 +23,28 @@ def sha256_of_file(path):
 
 
 def download(url: str, target: str, sha256: str = None, hint: str = "", resume: bool = False) -> str:
-    """Stream url to target with a progress bar, unless target is there (with the right SHA256, if given).
+    """Stream url to target with a progress bar, unless target is there (with the right SHA256, if given; a file
+    there with another SHA256 is named in a warning line and downloaded again).
 
     The bytes go to a temporary name beside the target and are renamed only once complete (and, with
     sha256, once the hash matches), so an interrupted, short or corrupt download never sits under the final
     name. With resume the temporary file is <target>.part and outlives a failure: the next call asks the server
     for the rest (an HTTP Range request) and appends it. hint: what to do instead, appended to the one-line error.
     """
-    if os.path.isfile(target) and (sha256 is None or sha256_of_file(target) == sha256):
-        return target
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    damaged = ""  # what is wrong with a file already at target, for the lines below
+    if os.path.isfile(target):
+        found = sha256_of_file(target) if sha256 is not None else None
+        if found == sha256:
+            return target
+        damaged = (f"the {target} already there does not match its SHA256 (expected {sha256}, got {found}): "
+                   f"damaged or truncated")
+        print(f"warning: {damaged}; downloading it again", file=sys.stderr)
+    folder = os.path.dirname(os.path.abspath(target))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise RuntimeError(f"{folder} cannot be created for {os.path.basename(target)} ({error.strerror or error}); "
+                           f"{hint}") from None
     partial = f"{target}.part" if resume else f"{target}.{os.getpid()}.part"
     done = os.path.getsize(partial) if resume and os.path.isfile(partial) else 0
     digest = hashlib.sha256()
@@ -60,7 +73,9 @@ def download(url: str, target: str, sha256: str = None, hint: str = "", resume: 
         except (urllib.error.URLError, OSError) as error:
             kept = f" ({os.path.getsize(partial)} bytes kept in {partial}: run again to resume)" if resume and \
                 os.path.isfile(partial) else ""
-            raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}){kept}; {hint}") from None
+            instead = f"; {damaged}, delete it or replace it with a whole copy" if damaged else ""
+            raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}){kept}{instead}; "
+                               f"{hint}") from None
         complete = True
         if sha256 is not None and digest.hexdigest() != sha256:
             raise RuntimeError(f"downloaded {os.path.basename(target)} does not match its SHA256 (expected {sha256}, "

@@ -17,6 +17,7 @@ Downloads go through open_clip's own cache and progress bars. open_clip_torch is
 import importlib.metadata
 import logging
 import os
+import re
 
 import torch
 import torch.nn.functional as F
@@ -77,20 +78,68 @@ def check(spec):
 
 
 def load(spec, device):
-    """An open_clip model, as OpenCLIP, fp16 on CUDA and fp32 on a CPU (as clip.load gives OpenAI's)."""
+    """An open_clip model, as OpenCLIP, fp16 on CUDA and fp32 on a CPU (as clip.load gives OpenAI's). RuntimeError
+    in one line (load_failure) when it cannot be made."""
     open_clip = import_open_clip()
     name, pretrained = check(spec)
     precision = "fp16" if torch.device(device).type == "cuda" else "fp32"
     logging.disable(logging.ERROR)  # a failed download is logged by open_clip and the hub, then raised: say it once
     try:
         model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0]
-        raise RuntimeError(f"{spec}: {reason}; open_clip keeps downloads in ~/.cache/huggingface, or pass a local "
-                           f"file as open_clip:{name}@/path/to/checkpoint") from None
+    except Exception as error:  # torch.load's, pickle's, safetensors' and the hub's own types
+        raise RuntimeError(load_failure(open_clip, spec, name, pretrained, error)) from None
     finally:
         logging.disable(logging.NOTSET)
     return OpenCLIP(model.eval(), open_clip.get_tokenizer(name), spec)
+
+
+DOWNLOAD_FAILURES = ("Failed to download weights", "Failed initial config/weights load from HF Hub")  # how
+# open_clip's factory.create_model (open_clip_torch 3.x) begins the error of a download that failed
+
+
+def load_failure(open_clip, spec, name, pretrained, error):
+    """The one line that says why open_clip could not make the model: a download that failed (the network), or the
+    weights file at fault, named, with what is wrong with it (unreadable; or missing, unexpected or reshaped keys,
+    counted) and what to do: a local file is replaced, a damaged download in open_clip's cache deleted."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    reason = line.split(". ")[0].rstrip(".")  # torch's zip errors go on for five more sentences
+    if not pretrained or line.startswith(DOWNLOAD_FAILURES):
+        return (f"{spec}: {line}; open_clip keeps downloads in ~/.cache/huggingface, or pass a local file as "
+                f"open_clip:{name}@/path/to/checkpoint")
+    mismatch = state_dict_mismatch(text)
+    if os.path.isfile(pretrained):
+        if mismatch:
+            return (f"{spec}: {pretrained} does not fit open_clip's {name} ({mismatch}); give a checkpoint of {name}, "
+                    f"or name the model it holds weights for (open_clip:<model>@{pretrained})")
+        return (f"{spec}: {pretrained} does not load ({type(error).__name__}: {reason}): truncated, damaged or not a "
+                f"checkpoint; replace it with a whole copy (compare its size and SHA256 with the original's)")
+    try:  # the tag's file in open_clip's cache, downloaded a moment ago: asking again finds it there
+        where = open_clip.download_pretrained(open_clip.get_pretrained_cfg(name, pretrained))
+    except Exception:
+        where = f"the file open_clip downloaded for {name}@{pretrained}"
+    return (f"{spec}: {where} does not load ({mismatch or f'{type(error).__name__}: {reason}'}): damaged in "
+            f"open_clip's cache; delete it, and it is downloaded again on the next run")
+
+
+def state_dict_mismatch(text):
+    """torch's load_state_dict error text -> '2 missing keys: a, b; 1 unexpected key: c; 1 of another shape: d',
+    or None if the text is not one."""
+    if "Error(s) in loading state_dict" not in text:
+        return None
+    faults = []
+    for what, label in [("missing", "Missing key(s) in state_dict: "), ("unexpected", "Unexpected key(s) in "
+                                                                                      "state_dict: ")]:
+        line = next((line for line in text.splitlines() if label in line), "")
+        keys = re.findall(r'"([^"]+)"', line)
+        if keys:
+            faults.append(f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''}: {', '.join(keys[:3])}"
+                          + (", …" if len(keys) > 3 else ""))
+    reshaped = re.findall(r"size mismatch for ([^:]+):", text)
+    if reshaped:
+        faults.append(f"{len(reshaped)} of another shape: {', '.join(reshaped[:3])}" + (", …" if len(reshaped) > 3
+                                                                                         else ""))
+    return "; ".join(faults) or None
 
 
 class OpenCLIP(nn.Module):

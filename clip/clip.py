@@ -1,5 +1,6 @@
 """Loading CLIP models (download, checksum, checkpoint reading) and tokenizing text."""
 import os
+import pickle
 import warnings
 import zipfile
 from typing import List, Union
@@ -10,7 +11,7 @@ from PIL import Image
 
 from downloads import download, sha256_of_file
 
-from .model import build_model
+from .model import CLIP, build_model, model_config
 from .simple_tokenizer import SimpleTokenizer
 
 __all__ = ["available_models", "load", "tokenize"]
@@ -50,8 +51,16 @@ def _is_torchscript(path):
         return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
 
 
+def _first_sentence(error):
+    """An exception's text up to its first sentence's end (torch's zip errors go on for five more), or its type."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
 def _read_state_dict(path):
-    """Read weights only: TorchScript through torch.jit.load, anything else through weights_only torch.load."""
+    """Read weights only: TorchScript through torch.jit.load, anything else through weights_only torch.load.
+    RuntimeError naming the file and what is wrong with it: not a checkpoint, truncated or damaged, pickled objects
+    besides tensors, not a state dict of tensors."""
     with open(path, "rb") as f:
         archive = f.read(4) == b"PK\x03\x04"  # TorchScript and torch.save (since 1.6) write zip archives
     try:
@@ -64,9 +73,13 @@ def _read_state_dict(path):
         if not archive:
             raise RuntimeError(f"{path} is not a CLIP checkpoint: it is neither a TorchScript archive nor a file "
                                f"written by torch.save; check the path, or re-download the file") from None
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"{path} is a zip archive but not a readable CLIP checkpoint ({reason}); re-download it "
-                           f"(a truncated download looks like this)") from None
+        if isinstance(error, pickle.UnpicklingError):  # weights_only refuses anything but tensors and containers
+            raise RuntimeError(f"{path} is a zip archive but not a readable CLIP checkpoint ({_first_sentence(error)}):"
+                               f" it holds pickled objects besides tensors, which are not loaded; give a CLIP "
+                               f"checkpoint in OpenAI's format (a state dict of tensors)") from None
+        raise RuntimeError(f"{path} is a zip archive but not a readable CLIP checkpoint ({_first_sentence(error)}): "
+                           f"truncated or damaged; replace it with a whole copy (compare its size and SHA256 with "
+                           f"the original's)") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise RuntimeError(f"{path} holds a {type(state_dict).__name__}, not a state dict of tensors; "
                            f"expected a CLIP checkpoint in OpenAI's format")
@@ -76,14 +89,42 @@ def _read_state_dict(path):
 _REQUIRED_KEYS = ["positional_embedding", "token_embedding.weight", "ln_final.weight", "text_projection",
                   "visual.conv1.weight"]
 _RESNET_KEYS = ["visual.layer1.0.conv1.weight", "visual.attnpool.positional_embedding"]
+_SCALARS = ("input_resolution", "context_length", "vocab_size")  # extra entries of the released TorchScript files
+
+
+def _some(keys, count=3):
+    """'a, b, c, …' : the first `count` of a list of names."""
+    return ", ".join(keys[:count]) + (", …" if len(keys) > count else "")
 
 
 def _check_state_dict(state_dict, path):
+    """RuntimeError naming the file unless the state dict is a CLIP's in OpenAI's layout: its expected keys, and
+    the keys and shapes of the CLIP its shapes describe (missing, unexpected and reshaped keys counted and named)."""
     expected = _REQUIRED_KEYS + ([] if "visual.proj" in state_dict else _RESNET_KEYS)
     missing = [k for k in expected if k not in state_dict]
     if missing:
-        raise RuntimeError(f"{path} is a state dict of some other model: missing expected CLIP keys "
-                           f"{', '.join(missing)}; expected a checkpoint in OpenAI's CLIP format")
+        raise RuntimeError(f"{path} is a state dict of some other model: missing expected CLIP keys {_some(missing)} "
+                           f"({len(missing)} of the {len(expected)} checked; it holds {len(state_dict)} keys, e.g. "
+                           f"{_some(list(state_dict))}); expected a checkpoint in OpenAI's CLIP format")
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            model = CLIP(**model_config(state_dict))
+    except Exception as error:  # a shape model_config reads is not the rank it expects, or a ViT key is missing
+        raise RuntimeError(f"{path} does not fit a CLIP model (its geometry cannot be read: {type(error).__name__} "
+                           f"{_first_sentence(error)}); use an unmodified CLIP checkpoint in OpenAI's format") from None
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own and k not in _SCALARS]
+    reshaped = [k for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    faults = [f"{len(keys)} {what} key{'s' if len(keys) > 1 else ''}: {_some(keys)}" for what, keys in
+              [("missing", missing), ("unexpected", unexpected)] if keys]
+    if reshaped:
+        k = reshaped[0]
+        faults.append(f"{len(reshaped)} of another shape: {k} is {tuple(state_dict[k].shape)}, not "
+                      f"{tuple(own[k].shape)}" + (", …" if len(reshaped) > 1 else ""))
+    if faults:
+        raise RuntimeError(f"{path} does not fit a CLIP model ({'; '.join(faults)}); use an unmodified CLIP "
+                           f"checkpoint in OpenAI's format")
 
 
 def _transform(n_px):
@@ -133,11 +174,7 @@ def load(name: str, device: Union[str, torch.device] = "cuda" if torch.cuda.is_a
                            f"or give the path of a checkpoint file")
     state_dict = _read_state_dict(path)
     _check_state_dict(state_dict, path)
-    try:
-        model = build_model(state_dict).to(device)
-    except RuntimeError as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise RuntimeError(f"{path} does not fit a CLIP model ({first_line})") from None
+    model = build_model(state_dict).to(device)
     del state_dict  # before float() allocates the fp32 copy: keeps peak memory at about two copies
     if str(device) == "cpu":
         model.float()
