@@ -380,3 +380,23 @@ def test_prepare_captions_urls_download_and_check(caption_server, tmp_path, caps
     assert [f for f in os.listdir(root) if f.endswith((".gz", ".part"))] == []  # the archive is removed
     folder = captions.split_folder(str(root), "NYU", "test")
     assert captions.get_text(folder, ["bathroom/rgb_00045.jpg"], "eval") == ["caption 0"]
+
+
+def test_depthclip_map_inverted_and_scaled_by_language(data, checkpoint, model):
+    from clip_runtime import FrozenCLIP
+    from datasets import nyu
+    argv = eval_args(data, "nyu", checkpoint, "--limit", "1")
+    argv[argv.index("--relative") + 1] = "depthclip"
+    row = evaluation.main(argv)["per_image"][0]
+    rgb = nyu.load_rgb(str(data / "nyu" / nyu.SPLIT_DIR / row["file"]), "imagenet", box=None)  # the whole frame
+    depth = model.predict(rgb[None], flip=True, size=nyu.FRAME)[0, 0]  # DepthCLIP's own map, a depth
+    scale_model, _ = rsa.load_scale_model(str(data / "lanscale.pt"))
+    folder = captions.split_folder(str(data / "text"), "NYU", "test")
+    with torch.no_grad():
+        scale, shift = scale_model(rsa.CaptionEncoder(FrozenCLIP(checkpoint, device="cpu"))(
+            captions.get_text(folder, [row["file"]], "eval")))
+    gt = nyu.load_depth(str(data / "nyu" / nyu.SPLIT_DIR / row["file"].replace("rgb_", "sync_depth_")
+                            .replace(".jpg", ".png")), clip=False)[0].numpy()
+    metric = 1 / (scale.item() / depth.numpy() + shift.item())
+    expected = rsa.score(gt, metric, rsa.RSA_PROTOCOLS["NYU"])
+    assert {k: row[k] for k in rsa.METRICS} == pytest.approx(expected, rel=1e-5)
