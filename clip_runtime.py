@@ -65,8 +65,10 @@ class FrozenCLIP:
         loaded). The check: depth_of(tower, images) -> (B, 1, h, w) metres through a tower (the CLIP, or a
         GraphTower in fp32) on graph_runtime.check_image must agree within CHECK_METRES (for the dense feature
         `kind`; its result is kept beside the export, so a later load runs no image tower for it). Runtimes run on a CPU
-        in fp32 or bf16 with BatchNorm folded; elsewhere 'auto' keeps PyTorch. ValueError when a named runtime is
-        missing, cannot run these settings or fails the check."""
+        in fp32 or bf16 with BatchNorm folded; elsewhere 'auto' keeps PyTorch. Under 'auto' nothing about a runtime
+        fails the run: any error in the check is a reason in that line, and a graph that cannot be exported, loaded or
+        run later (another input size) runs with PyTorch with one warning (GraphTower.fallback). ValueError when a
+        named runtime is missing, cannot run these settings or fails the check."""
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
         if runtime == "torch":
@@ -175,10 +177,12 @@ def load_visual_state(visual, state):
     """Put a checkpoint's BatchNorm statistics ({name: tensor} of the image tower's buffers) into it, before any
     folding; returns their SHA256. A ValueError if they do not fit this tower."""
     own = visual.state_dict()
-    wrong = [key for key, value in state.items() if key not in own or own[key].shape != value.shape]
-    if wrong:
-        raise ValueError(f"the prompts' BatchNorm statistics do not fit this CLIP's image tower (first: {wrong[0]}); "
-                         f"they were made for another backbone")
+    unknown = [key for key in state if key not in own]
+    reshaped = [key for key, value in state.items() if key in own and own[key].shape != value.shape]
+    if unknown or reshaped:
+        raise ValueError(f"the prompts' BatchNorm statistics do not fit this CLIP's image tower (first: "
+                         f"{(unknown + reshaped)[0]}; of their {len(state)} tensors {len(unknown)} are not in it and "
+                         f"{len(reshaped)} have another shape); they were made for another backbone")
     visual.load_state_dict(state, strict=False)
     return state_sha256(state)
 

@@ -46,6 +46,10 @@ def download(url: str, target: str, sha256: str = None, hint: str = "", resume: 
         raise RuntimeError(f"{folder} cannot be created for {os.path.basename(target)} ({error.strerror or error}); "
                            f"{hint}") from None
     partial = f"{target}.part" if resume else f"{target}.{os.getpid()}.part"
+    try:
+        open(partial, "ab").close()  # a folder that cannot take the file says so now, not as a failed download
+    except OSError as error:
+        raise RuntimeError(f"{partial} cannot be written ({error.strerror or error}); {hint}") from None
     done = os.path.getsize(partial) if resume and os.path.isfile(partial) else 0
     digest = hashlib.sha256()
     complete = False
@@ -72,7 +76,7 @@ def download(url: str, target: str, sha256: str = None, hint: str = "", resume: 
                     raise OSError(f"the connection closed after {bar.n} of {total} bytes")
         except (urllib.error.URLError, OSError) as error:
             kept = f" ({os.path.getsize(partial)} bytes kept in {partial}: run again to resume)" if resume and \
-                os.path.isfile(partial) else ""
+                os.path.isfile(partial) and os.path.getsize(partial) else ""
             instead = f"; {damaged}, delete it or replace it with a whole copy" if damaged else ""
             raise RuntimeError(f"could not download {url} ({getattr(error, 'reason', error)}){kept}{instead}; "
                                f"{hint}") from None

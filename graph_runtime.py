@@ -170,7 +170,10 @@ class GraphTower:
         if other:
             return (f"was exported for another {', '.join(other)} (its settings.json: "
                     f"{', '.join(f'{name} {recorded.get(name)}' for name in other)})")
-        digest = sha256_of_file(path)
+        try:
+            digest = sha256_of_file(path)
+        except OSError as error:
+            return f"cannot be read ({error.strerror or error})"
         if digest != recorded.get("sha256"):
             return (f"is not the file exported there (its SHA256 is {digest[:16]}…, settings.json beside it records "
                     f"{str(recorded.get('sha256'))[:16]}…): replaced or damaged")

@@ -208,3 +208,26 @@ def test_a_damaged_file_in_open_clips_cache_is_named_with_what_to_do(open_clip_f
     assert str(error.value) == (f"open_clip:RN50@openai: {cached} does not load (RuntimeError: PytorchStreamReader "
                                 f"failed reading zip archive: failed finding central directory): damaged in "
                                 f"open_clip's cache; delete it, and it is downloaded again on the next run")
+
+
+def test_batchnorm_statistics_of_another_backbone_are_counted(small_file):
+    """A prompts file's BatchNorm statistics (train.py --bn train) made for another image tower."""
+    from clip_runtime import load_visual_state
+    model, _ = clip.load(str(small_file), device="cpu")
+    state = {key: value for key, value in model.visual.state_dict().items() if "running_" in key}
+    state["layer1.0.bn1.running_mean"] = torch.zeros(7)
+    state["layer9.0.bn1.running_mean"] = torch.zeros(7)
+    with pytest.raises(ValueError) as error:
+        load_visual_state(model.visual, state)
+    assert str(error.value) == (f"the prompts' BatchNorm statistics do not fit this CLIP's image tower (first: "
+                                f"layer9.0.bn1.running_mean; of their {len(state)} tensors 1 are not in it and 1 have "
+                                f"another shape); they were made for another backbone")
+
+
+def test_a_download_folder_that_cannot_take_the_file_is_not_a_failed_download(monkeypatch, tmp_path):
+    (tmp_path / "M.pt.part").mkdir()  # where the bytes would go: as a read-only folder, no file can be made there
+    monkeypatch.setattr(downloads.urllib.request, "urlopen", lambda request: Response(b"weights"))
+    with pytest.raises(RuntimeError) as error:
+        downloads.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), resume=True,
+                           hint="fetch it by hand")
+    assert str(error.value) == f"{tmp_path / 'M.pt.part'} cannot be written (Is a directory); fetch it by hand"
