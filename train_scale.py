@@ -15,10 +15,10 @@ from CLIP's text tower once per caption (rsa.CaptionEncoder; --cache keeps them 
 
 Their setting, read from github.com/Adonis-galaxy/RSA at rsa.RSA_COMMIT (train_3d.py, loss.py, utils.py,
 configs/arguments_train_3d_dpt.txt), each part a flag:
-  * every step takes one batch of each dataset; an epoch ends when the first dataset runs out of batches (their
-    loop is over NYU's loader and stops when KITTI's is exhausted); NYU and KITTI are shuffled each epoch, VOID is
-    read in list order from its start every epoch (their VOID loader has shuffle=False), so only its first images
-    are ever seen; a last, smaller batch is kept (drop_last=False);
+  * every step takes one batch of each dataset; an epoch ends when any dataset runs out of batches (their loop
+    is over NYU's loader and stops when KITTI's is exhausted); NYU and KITTI are shuffled each epoch, VOID is read
+    in list order from its start every epoch (their VOID loader has shuffle=False), so only its first images are
+    ever seen; a last, smaller batch is kept (drop_last=False);
   * each training image gets one of its 15 captions at random each time it is drawn (their get_text);
   * depth = 1 / (s r + t + 1e-8); the loss (scale_loss) is their L1Loss: Huber (delta 1, their configs; --loss)
     per pixel where 0.2 < gt < max (NYU 10, KITTI 80, VOID 5 m: rsa.RSA_PROTOCOLS, 0.2 everywhere as their
@@ -43,7 +43,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 
 import numpy as np
@@ -140,11 +139,12 @@ class TrainingSet:
             relative = np.load(path, mmap_mode="r" if header_only else None)
         except (OSError, ValueError) as error:
             raise ValueError(f"{path} is not a readable .npy ({str(error).splitlines()[0]})") from None
-        expected = self.frame
-        if relative.shape != tuple(expected):
-            raise ValueError(f"{path} is {'x'.join(map(str, relative.shape))} but {self.name}'s training ground truth "
-                             f"is {'x'.join(map(str, expected))} (rows x cols); cache the relative model's output at "
-                             f"that size ({'the 352x1216 benchmark crop' if self.name == 'KITTI' else 'the whole frame'})")
+        if relative.shape != tuple(self.frame):
+            size = lambda shape: "x".join(map(str, shape))  # noqa: E731
+            region = "the 352x1216 benchmark crop" if self.name == "KITTI" else "the whole frame"
+            raise ValueError(f"{path} is {size(relative.shape)} but {self.name}'s training ground truth is "
+                             f"{size(self.frame)} (rows x cols); cache the relative model's output at that size "
+                             f"({region})")
         if header_only:
             return None
         rsa.check_relative(relative, self.kind, path)
