@@ -24,7 +24,7 @@ configs/arguments_train_3d_dpt.txt), each part a flag:
     per pixel where 0.2 < gt < max (NYU 10, KITTI 80, VOID 5 m: rsa.RSA_PROTOCOLS, 0.2 everywhere as their
     change_to_void leaves it), averaged per image, weighted by the image's valid fraction, summed over the batch;
   * NYU's and VOID's losses are divided by their own detached value, KITTI's is not (their loss_kitti / norm
-    went to a misspelt name, loss_kittt; --normalize_kitti divides it too); one backward over the three;
+    went to a misspelt name, loss_kittt; --normalize_kitti divides it too); each backpropagated in turn;
   * Adam (lr 3e-5, no weight decay), gradient-norm clipping at 1.0, the learning rate decayed per step as
     (lr - end_lr) (1 - k / total)^0.9 + end_lr after step k, total = epochs x NYU's batches per epoch (so it never
     reaches end_lr: epochs end at KITTI's last batch);
