@@ -21,6 +21,7 @@ from PIL import Image
 import cli
 import options
 import photos
+import rsa
 import visualize
 from clip_runtime import check_dense_features
 from datasets.nyu import IMAGE_SIZE
@@ -40,8 +41,9 @@ def field(parse, text, name, problem):
 class Playground:
     """The page's work without the page: image features kept per (image, feature), prompts encoded per edit."""
 
-    def __init__(self, model, long_side=options.LONG_SIDE, normalize="imagenet"):
+    def __init__(self, model, long_side=options.LONG_SIDE, normalize="imagenet", language=None):
         self.model, self.long_side, self.normalize = model, long_side, normalize
+        self.language = language  # relative.Language with --scale_model: a caption sets the depth's scale (RSA)
         self.views = {}  # (image digest, features) -> (view features (2, hw, C), grid); the last few images
         self.image_passes = 0  # how often the image tower ran: once per image and feature
         self.folder = tempfile.mkdtemp(prefix="depthclip-demo-")
@@ -59,10 +61,13 @@ class Playground:
             self.image_passes += 1
         return self.views[key]
 
-    def render(self, image, words, bins, template, objects, temperature, features, flip, focal, prompts_file=None):
+    def render(self, image, words, bins, template, objects, temperature, features, flip, focal, prompts_file=None,
+               caption=""):
         """-> (depth picture, [(word's weight map, caption)], {word: share}, [depth PNG, point cloud PLY]);
         ValueError if the settings cannot run. With learned prompts (an uploaded prompts_file, or the model's own
-        from --prompts) the words, bins, template and objects are theirs: the slots are shown by name, <depth i>."""
+        from --prompts) the words, bins, template and objects are theirs: the slots are shown by name, <depth i>.
+        caption (with --scale_model): RSA's scale and shift from it put DepthCLIP's map, inverted, into metres
+        (rsa.metric_depth, kind depth); the notes say the scale and shift."""
         if image is None:
             raise ValueError("upload an image first")
         image, flattened = photos.upright_rgb(image)
@@ -83,6 +88,12 @@ class Playground:
             depth = self.model.depth_from_features(views if flip else views[:1], grid, size, flip, encoded)
             weights = prompt_softmax(views[:1], grid, encoded)[0].float().cpu().numpy()  # (K, h, w)
         depth = depth[0, 0].float().cpu().numpy()
+        rsa_note = []
+        if self.language is not None and caption and caption.strip():
+            scale, shift = self.language([caption])
+            depth = rsa.metric_depth(torch.from_numpy(depth), scale.item(), shift.item(), "depth").numpy()
+            rsa_note = [f"RSA: scale {scale.item():.4g}, shift {shift.item():.4g} from the caption "
+                        f"(depth = 1 / (scale / DepthCLIP's depth + shift))"]
         rgb = np.asarray(image)
         shares = dict(zip(prompts.column_labels, weights.reshape(len(weights), -1).mean(axis=1).tolist()))
         shown = (image.width // 2, image.height // 2)
@@ -93,7 +104,7 @@ class Playground:
         depth_png = visualize.depth_png(depth)
         cli.write_files({png: depth_png.data, ply: visualize.point_cloud_ply(depth, rgb, focal)})
         self.notes = ["transparency flattened over white"] * flattened + [
-            note for note in [visualize.png_note("depth.png", depth_png)] if note]
+            note for note in [visualize.png_note("depth.png", depth_png)] if note] + rsa_note
         return visualize.depth_picture(depth), maps, shares, [png, ply]
 
 
@@ -108,12 +119,12 @@ CUSTOM = "custom"  # a preset dropdown's value once the field holds typed values
 def build_page(playground):
     import gradio as gr
 
-    def update(image, words, bins, template, objects, temperature, features, flip, focal, prompts_file):
+    def update(image, words, bins, template, objects, temperature, features, flip, focal, prompts_file, caption=""):
         if image is None:  # the image was cleared: nothing to show, nothing to complain about
             return None, [], None, None, ""
         try:
             shown = playground.render(image, words, bins, template, objects, temperature, features, flip, focal,
-                                      prompts_file)
+                                      prompts_file, caption)
         except ValueError as error:  # a readable message on the page, which stays usable
             raise gr.Error(cli.one_line(error)) from None
         return (*shown, "; ".join(playground.notes))
@@ -147,6 +158,8 @@ def build_page(playground):
                 prompts_file = gr.File(label=f"learned prompts (.safetensors from train.py or convert_prompts.py)"
                                        f"{learned}: they replace the words, bins, template and objects",
                                        file_types=[".safetensors"], type="filepath", elem_id="prompts_file")
+                caption = gr.Textbox("", label="RSA: describe the scene (its scale model sets the depth's scale and "
+                                     "shift, shown below)", elem_id="caption", visible=playground.language is not None)
                 button = gr.Button("Update depth", variant="primary", elem_id="update")
             with gr.Column():
                 depth = gr.Image(label="depth (metres)", elem_id="depth", format="png")
@@ -156,7 +169,7 @@ def build_page(playground):
                 files = gr.File(label="depth as a uint16 PNG (millimetres unless said below) and point cloud (.ply)",
                                 elem_id="files")
                 notes = gr.Markdown(elem_id="notes")
-        inputs = [image, words, bins, template, objects, temperature, feature, flip, focal, prompts_file]
+        inputs = [image, words, bins, template, objects, temperature, feature, flip, focal, prompts_file, caption]
         outputs = [depth, weights, shares, files, notes]
         preset.input(lambda name, text: presets.get(name, text), [preset, words], words)  # custom: as typed
         bin_preset.input(lambda name, text: bin_presets.get(name, text), [bin_preset, bins], bins)
@@ -166,7 +179,8 @@ def build_page(playground):
                                  focal)
         new_image.then(update, inputs, outputs)  # an upload or a clicked example computes by itself
         for trigger in (button.click, words.submit, bins.submit, template.submit, objects.submit,
-                        temperature.submit, focal.submit, feature.input, flip.input, prompts_file.change):
+                        temperature.submit, focal.submit, feature.input, flip.input, prompts_file.change,
+                        caption.submit):
             trigger(update, inputs, outputs)
         if os.path.isdir(EXAMPLES):
             gr.Examples(sorted(os.path.join(EXAMPLES, f) for f in os.listdir(EXAMPLES)), inputs=image)
@@ -182,7 +196,12 @@ def main(argv=None):
     except ImportError:
         raise RuntimeError("the playground needs gradio: pip install -r requirements-demo.txt") from None
     model = options.build_monoclip(args)
-    build_page(Playground(model, args.long_side, options.normalization(args, model))).launch(server_name=args.host, server_port=args.port)
+    language = None
+    if args.scale_model:
+        import relative
+        language = relative.Language(args.scale_model, model.backbone)
+    build_page(Playground(model, args.long_side, options.normalization(args, model), language)).launch(
+        server_name=args.host, server_port=args.port)
 
 
 if __name__ == "__main__":

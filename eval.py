@@ -207,7 +207,7 @@ class Run:
     dataset_config: dict = None
     cache: FeatureCache = None
     workers: int = 0
-    relative: object = None  # relative.Relative for --relative: maps from elsewhere, RSA's language alignment (relative.py)
+    relative: object = None  # relative.Relative for --relative: maps from elsewhere, RSA's language alignment
 
 
 def run(args, settings, output):

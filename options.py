@@ -9,7 +9,7 @@ from cli import ArgumentParser, bounded, require
 from clip_runtime import PRECISIONS
 from graph_runtime import RUNTIMES
 from calculate_error import ALIGNMENTS
-from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, captions, kitti, void, zeroshot
+from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, captions, kitti, zeroshot
 from datasets.images import MIN_DEPTH
 from datasets.nyu import INPUT_SIZE
 from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, DepthPrompts, MonoCLIP
@@ -446,6 +446,8 @@ def demo_options():
     p.add_argument("--port", type=bounded(int, at_least=0, at_most=65535), default=7860,
                    help="the page's port (0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    p.add_argument("--scale_model", metavar="FILE", help="a LanScale file (RSA; docs/rsa.md): the page gets a caption "
+                   "box whose scale and shift put DepthCLIP's map, inverted, into metres")
     add_long_side(p)
     add_model_arguments(p)
     return p

@@ -316,8 +316,8 @@ def load_scale_model(path, text_width=None, flag="--scale_model"):
                          f"ones; use the CLIP it was trained with (their checkpoints: RN50, 1024)")
     if "scene_feat_net.6.weight" not in state:
         raise ValueError(f"{flag} {path} is an older, smaller LanScale (3 linear layers per MLP, like their "
-                         f"eval_void/*_lanscale files) that their lanscale.py at {RSA_COMMIT[:7]} does not load either; "
-                         f"use their released RSA/checkpoints/*_ckpt or one from train_scale.py")
+                         f"eval_void/*_lanscale files) that their lanscale.py at {RSA_COMMIT[:7]} does not load "
+                         f"either; use their released RSA/checkpoints/*_ckpt or one from train_scale.py")
     model = LanScale(width)
     try:
         model.load_state_dict(state)

@@ -31,7 +31,7 @@ from PIL import Image
 
 import cli
 import rsa
-from datasets import captions, kitti, nyu
+from datasets import kitti, nyu
 from synthetic import kitti_like, nyu_like
 
 OBJECTS = ["sink", "towel", "mirror", "bed", "lamp", "table", "chair", "car", "tree", "road", "shelf", "plant"]
@@ -134,7 +134,8 @@ def write_dataset(out, count=3, seed=0, text_width=rsa.TEXT_WIDTH):
         for e in entries:
             f.write(f"{e} {e.replace('rgb_', 'sync_depth_').replace('.jpg', '.png')} {nyu.FOCAL}\n")
     for e in entries:
-        gt = nyu.load_depth(os.path.join(split, e.replace("rgb_", "sync_depth_").replace(".jpg", ".png")), clip=False)[0].numpy()
+        depth_file = e.replace("rgb_", "sync_depth_").replace(".jpg", ".png")
+        gt = nyu.load_depth(os.path.join(split, depth_file), clip=False)[0].numpy()
         write_text(out, "nyu", e, rng)
         write_relative(out, "nyu", e, gt, rng)
     written["nyu"] = entries

@@ -1,6 +1,7 @@
 """RSA (rsa.py, relative.py, datasets/captions.py, datasets/void.py): each step against written-out numpy, their
 checkpoint format, eval.py and predict.py on synthetic/rsa_like.py data, and the bad inputs (one line each).
 Parity with their unedited code is checked outside the repository (docs/rsa.md)."""
+import io
 import json
 import os
 import random
@@ -335,7 +336,6 @@ def caption_server(tmp_path_factory):
     """Their repository's archive as GitHub's codeload serves it, with a caption file (and panoptic lines) for
     every image of the three test lists and one training caption, served on 127.0.0.1."""
     import http.server
-    import io
     import tarfile
     import threading
     from datasets import prepare_captions
@@ -400,3 +400,47 @@ def test_depthclip_map_inverted_and_scaled_by_language(data, checkpoint, model):
     metric = 1 / (scale.item() / depth.numpy() + shift.item())
     expected = rsa.score(gt, metric, rsa.RSA_PROTOCOLS["NYU"])
     assert {k: row[k] for k in rsa.METRICS} == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_suite_takes_relative_maps_and_scores_as_its_source(checkpoint, data, tmp_path):
+    from calculate_error import zeroshot_errors
+    from datasets import zeroshot
+    from synthetic.zeroshot_like import write_dataset as write_suite
+    root = tmp_path / "scannet"
+    write_suite("SCANNET", str(root), count=1)
+    rgb, depth_file = open(root / "list.txt").read().split()[:2]
+    gt = zeroshot.read_ground_truth("SCANNET", str(root), (rgb, depth_file, None))[0]
+    (tmp_path / "rel" / os.path.dirname(rgb)).mkdir(parents=True)
+    relative = np.where(gt > 0, 1 / np.maximum(gt, 1e-3), 0.1).astype(np.float32)
+    np.save(tmp_path / "rel" / (rgb[:-4] + ".npy"), relative)
+    (tmp_path / "cap" / os.path.dirname(rgb)).mkdir(parents=True)
+    (tmp_path / "cap" / (rgb[:-4] + ".txt")).write_text("A living room with a sofa.\n")  # one line of one's own
+    report = evaluation.main(["--dataset", "SCANNET", "--data_path", str(root), "--testfile", str(root / "list.txt"),
+                              "--relative", f"npy:{tmp_path / 'rel'}", "--align", "language", "--scale_model",
+                              str(data / "lanscale.pt"), "--captions", str(tmp_path / "cap"), "--clip_model",
+                              checkpoint, "--device", "cpu"])
+    row = report["per_image"][0]
+    assert report["config"]["protocol"] == "depthclip" and "scale" in row  # the suite's own scoring
+    metric = 1 / (np.float32(row["scale"]) * relative + np.float32(row["shift"]))
+    expected = zeroshot_errors(gt, metric, (gt > 0) & (gt < 10), zeroshot.PROTOCOLS["SCANNET"].clip)
+    assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-5)
+
+
+def test_playground_caption_sets_the_scale_of_depthclips_map(data, model):
+    import demo
+    import relative
+    import visualize
+    from PIL import Image
+    image = Image.open(data / "nyu" / "official_splits" / "test" / "bathroom" / "rgb_00001.jpg").resize((128, 96))
+    language = relative.Language(str(data / "lanscale.pt"), model.backbone)
+    playground = demo.Playground(model, long_side=128, language=language)
+    settings = (image, "close, far", "1, 3", "This {} is {}.", "object", 0.1, "paper", False, 100.0, None)
+    _, _, _, files = playground.render(*settings)
+    plain = np.asarray(Image.open(files[0]), np.float32)
+    _, _, _, files = playground.render(*settings, caption="A small bathroom with a sink.")
+    scale, shift = language(["A small bathroom with a sink."])
+    assert f"RSA: scale {scale.item():.4g}, shift {shift.item():.4g}" in playground.notes[-1]
+    depthclip = plain / 1000.0  # the PNG's millimetres (depth under 65 m)
+    expected = visualize.depth_png(1 / (scale.item() / depthclip + shift.item())).data
+    got = np.asarray(Image.open(files[0]), np.float32)
+    assert np.abs(got - np.asarray(Image.open(io.BytesIO(expected)), np.float32)).max() <= 1  # the PNGs' rounding
