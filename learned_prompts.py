@@ -30,6 +30,9 @@ from typing import NamedTuple
 
 import torch
 
+import clip
+import files
+from clip.clip import checkpoint_sha256
 from monoclip import PROMPT_SETS, TEMPERATURE, EncodedPrompts
 
 TEMPLATES = {  # their lang_strat.templates
@@ -234,8 +237,7 @@ class LearnedPrompts:
     def save(self, path, backbone=None, checkpoint_sha256=None, extra=None):
         """Write a .safetensors file (whole or not at all): the tokens (and BatchNorm statistics), the layout, the
         backbone it was made for and that backbone's SHA256 as metadata."""
-        import cli
-        cli.write_file(path, self.file_bytes(backbone, checkpoint_sha256, extra), "--output")
+        files.write_file(path, self.file_bytes(backbone, checkpoint_sha256, extra), "--output")
 
     def file_bytes(self, backbone=None, checkpoint_sha256=None, extra=None):
         """The .safetensors file's bytes (see save)."""
@@ -315,8 +317,7 @@ def words(model, tokenize, text):
 # ---------------------------------------------------------------- their checkpoints
 def read_params(path, flag="--prompts_config"):
     """Their params YAML (as their main.py reads it) -> dict; ValueError naming the file."""
-    import cli
-    params = cli.read_document(path, flag, "YAML")
+    params = files.read_document(path, flag, "YAML")
     check_params_keys(params, f"{flag} {path}")
     if not isinstance(params, dict) or not isinstance(params.get("depthclip"), dict) or \
             not isinstance(params["depthclip"].get("lang_strat"), dict):
@@ -449,8 +450,6 @@ def from_auty(ckpt_path, params_path, flag="--prompts", config_flag="--prompts_c
 
 def backbone_sha256(backbone):
     """The SHA256 of the weights their params name (an OpenAI CLIP name, or a file that is here), else None."""
-    from clip.clip import checkpoint_sha256
-    import clip
     if backbone in clip.available_models() or os.path.isfile(backbone):
         return checkpoint_sha256(backbone)
     return None

@@ -10,8 +10,9 @@ from PIL import Image, ImageOps
 
 from datasets import normalized, open_image, to_rgb
 from datasets.images import model_input_size
-from datasets.nyu import FOCAL, IMAGE_SIZE
+from datasets.nyu import FOCAL, IMAGE_SIZE, INPUT_SIZE
 
+LONG_SIDE = INPUT_SIZE[1]  # a photo's long side by default, as NYU's evaluated crop (544 pixels)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 

@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, PngImagePlugin  # noqa: E402
 
-import cli  # noqa: E402
+import files  # noqa: E402
 from calculate_error import paste_into_frame  # noqa: E402
 from datasets.images import MIN_DEPTH  # noqa: E402
 from datasets.nyu import PASTE_BOX  # noqa: E402
@@ -27,7 +27,7 @@ MIN_COLOR_SPAN = 0.5  # metres: the narrowest depth range a colour picture sprea
 
 def save_png(path, array):
     """A uint8 or uint16 array as PNG, atomically."""
-    cli.write_file(path, png_bytes(array))
+    files.write_file(path, png_bytes(array))
 
 
 def figure_png(figure):
