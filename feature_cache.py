@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import cli
 from downloads import sha256_of_file
+from files import write_file
 
 FORMAT = 4  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
@@ -78,7 +78,7 @@ class FeatureCache:
         if not self.writable:
             return
         try:
-            cli.write_file(path, data, "--cache")
+            write_file(path, data, "--cache")
         except ValueError as error:
             self.stop(str(error))
         except OSError as error:  # the rename into place: a folder where the entry should be, say

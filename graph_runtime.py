@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import cli
 from downloads import sha256_of_file
+from files import write_file
 
 RUNTIMES = ("auto", "torch", "openvino", "onnxruntime")
 AUTO_ORDER = ("onnxruntime", "openvino")  # --runtime auto tries these in turn. As fast as each other in fp32 on
@@ -227,7 +227,7 @@ class GraphTower:
         then runs again next time)."""
         record = json.dumps({"largest_depth_difference_m": difference, "export_sha256": self.digests.get((kind, size))})
         try:
-            cli.write_file(self.check_record(kind, size), record.encode())
+            write_file(self.check_record(kind, size), record.encode())
         except ValueError:
             pass
 
