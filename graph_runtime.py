@@ -64,7 +64,12 @@ def version(runtime):
         return torch.__version__
     if any(importlib.util.find_spec(package) is None for package in PACKAGES[runtime].split()):
         return None  # found without importing: a runtime is loaded only when it is used
-    return importlib.metadata.version(runtime)
+    try:
+        return importlib.metadata.version(runtime)
+    except importlib.metadata.PackageNotFoundError:  # installed under another distribution's name (onnxruntime-gpu,
+        # openvino-nightly): the one that provides the module, if any says so
+        providers = importlib.metadata.packages_distributions().get(runtime)
+        return importlib.metadata.version(providers[0]) if providers else "of unknown version"
 
 
 class DenseFeatures(nn.Module):

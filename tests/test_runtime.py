@@ -281,3 +281,21 @@ def test_settings_a_runtime_cannot_run_are_refused(checkpoint):
         MonoCLIP(checkpoint, device="cpu", runtime="openvino", fold_batchnorm=False)
     assert documented(str(error.value))
     assert MonoCLIP(checkpoint, device="cpu", runtime="auto", fold_batchnorm=False).backbone.runtime == "torch"
+
+
+@pytest.mark.parametrize("providers, found", [(["onnxruntime-gpu"], "1.99.0"), ([], "of unknown version")])
+def test_a_runtime_installed_under_another_name_has_a_version(monkeypatch, providers, found):
+    """onnxruntime-gpu provides the onnxruntime module; asking its metadata by the module's name failed under
+    --runtime auto with a raw PackageNotFoundError before any check."""
+    import importlib.metadata
+    monkeypatch.setattr(graph_runtime.importlib.util, "find_spec", lambda name: object())
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "onnxruntime":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "1.99.0" if name == "onnxruntime-gpu" else real(name)
+    monkeypatch.setattr(graph_runtime.importlib.metadata, "version", version)
+    monkeypatch.setattr(graph_runtime.importlib.metadata, "packages_distributions",
+                        lambda: {"onnxruntime": providers})
+    assert graph_runtime.version("onnxruntime") == found
