@@ -360,8 +360,16 @@ def layout_from_params(params, where):
         if value not in (None, "depthclip"):
             raise ValueError(f"{where}: {key}: {value} ({what}) is a setting of their code this repository does not "
                              f"run; only static learned or word tokens with DepthCLIP's head")
-    template, depth_tokens = strategy.get("templates"), strategy.get("depth_tokens")
-    object_tokens, bins = strategy.get("object_tokens"), strategy.get("depth_bin_centres")
+    dataset = params.get("basic", {}).get("dataset", "nyu")
+    depth_range = tuple(float(params.get(dataset, {}).get(k, d)) for k, d in zip(
+        ("min_depth", "max_depth"), DEPTH_RANGES.get(dataset, DEPTH_RANGES["nyu"])))
+    return layout(strategy.get("templates"), strategy.get("depth_tokens"), strategy.get("object_tokens"),
+                  strategy.get("depth_bin_centres"), depth_range, depthclip.get("clip", "RN50"), where)
+
+
+def layout(template, depth_tokens, object_tokens, bins, depth_range, backbone, where):
+    """Layout from their lang_strat names (templates, depth_tokens, object_tokens, depth_bin_centres: train.py's
+    flags or their params) and the dataset's (min, max) depth in metres; ValueError naming the setting."""
     if template not in TEMPLATES:
         raise ValueError(f"{where}: templates: {template} is not one of {', '.join(TEMPLATES)}")
     learned = re.fullmatch(r"learned-static-(\d+)", str(depth_tokens))
@@ -371,16 +379,12 @@ def layout_from_params(params, where):
     if object_tokens not in OBJECT_WORDS and object_tokens != "learned-static-1":
         raise ValueError(f"{where}: object_tokens: {object_tokens} is not supported (paper or learned-static-1; "
                          f"imgf tokens are image-conditioned)")
-    dataset = params.get("basic", {}).get("dataset", "nyu")
-    depth_range = tuple(float(params.get(dataset, {}).get(k, d)) for k, d in zip(
-        ("min_depth", "max_depth"), DEPTH_RANGES.get(dataset, DEPTH_RANGES["nyu"])))
     try:
         centres = bin_centres(str(bins), depth_range)
     except ValueError as error:
         raise ValueError(f"{where}: depth_bin_centres: {error}") from None
     depth = int(learned.group(1)) if learned else DEPTH_WORDS[depth_tokens]
-    return Layout(template, depth, OBJECT_WORDS.get(object_tokens), centres, depthclip.get("clip", "RN50"),
-                  depth_range)
+    return Layout(template, depth, OBJECT_WORDS.get(object_tokens), centres, backbone, tuple(depth_range))
 
 
 def allowed_checkpoint_globals():

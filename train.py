@@ -31,6 +31,7 @@ runs every step.
 
     torchrun --nproc_per_node N train.py ...   # each process takes a share of every batch (gloo on CPU, NCCL on GPU)
 """
+import argparse
 import contextlib
 import io
 import json
@@ -276,12 +277,11 @@ def image_tower_mode(model, bn):
 
 
 def layout_settings(args):
-    """(template, depth, object word, bins, depth range) from the flags (or --config's params, which set the flags'
-    defaults); the depth range is the dataset's, as their params' min_depth and max_depth."""
-    params = {"basic": {"dataset": args.dataset.lower()}, "depthclip": {"clip": args.clip_model, "lang_strat": {
-        "templates": args.template, "depth_tokens": args.depth_tokens, "object_tokens": args.object_tokens,
-        "depth_bin_centres": args.bins}}}
-    template, depth, object_word, bins, _, depth_range = learned_prompts.layout_from_params(params, "the layout flags")
+    """(template, depth, object word, bins, depth range) from the layout flags (or --config's params, which set the
+    flags' defaults); the depth range is the dataset's, as their params' min_depth and max_depth."""
+    template, depth, object_word, bins, _, depth_range = learned_prompts.layout(
+        args.template, args.depth_tokens, args.object_tokens, args.bins,
+        learned_prompts.DEPTH_RANGES[args.dataset.lower()], args.clip_model, "the layout flags")
     return template, depth, object_word, bins, depth_range
 
 
@@ -683,12 +683,20 @@ def batchnorm_state(model):
             if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
 
 
+def config_file(argv):
+    """--config's value, read before the whole command line so that their params can set the other flags'
+    defaults (the pattern of a config pre-pass: the flag itself is defined with the others, in options.py)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    return pre.parse_known_args(argv)[0].config
+
+
 def main(argv=None):
     p = options.train_options()
-    args = p.parse_args(argv)
-    if args.config:  # their params set the flags' defaults; flags given on the command line win
+    config = config_file(argv)
+    if config:  # their params set the flags' defaults; flags given on the command line win
         try:
-            params = learned_prompts.read_params(args.config, "--config")
+            params = learned_prompts.read_params(config, "--config")
         except ValueError as error:
             p.error(str(error))
         strategy, optimizer, basic = params["depthclip"]["lang_strat"], params.get("optimizer", {}), \
@@ -702,7 +710,7 @@ def main(argv=None):
                        final_div_factor=optimizer.get("final_div_factor", DEFAULTS["final_div_factor"]),
                        grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]),
                        dataset=str(basic.get("dataset", "nyu")).upper())
-        args = p.parse_args(argv)
+    args = p.parse_args(argv)
     options.check_train_arguments(p, args)
     args.data_path = args.data_path or (nyu.DEFAULT_DATA_PATH if args.dataset == "NYU" else kitti.DEFAULT_DATA_PATH)
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
