@@ -85,7 +85,9 @@ def load(spec, device):
     precision = "fp16" if torch.device(device).type == "cuda" else "fp32"
     logging.disable(logging.ERROR)  # a failed download is logged by open_clip and the hub, then raised: say it once
     try:
-        model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision)
+        model = open_clip.create_model(name, pretrained=pretrained, device=device, precision=precision,
+                                       require_pretrained=bool(pretrained) or name.startswith("hf-hub:"))
+        # (a hub model whose weights fail to download was otherwise made with random weights, its warning silenced)
     except Exception as error:  # torch.load's, pickle's, safetensors' and the hub's own types
         raise RuntimeError(load_failure(open_clip, spec, name, pretrained, error)) from None
     finally:

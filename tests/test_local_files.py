@@ -231,3 +231,23 @@ def test_a_download_folder_that_cannot_take_the_file_is_not_a_failed_download(mo
         downloads.download("https://example.invalid/models/M.pt", str(tmp_path / "M.pt"), resume=True,
                            hint="fetch it by hand")
     assert str(error.value) == f"{tmp_path / 'M.pt.part'} cannot be written (Is a directory); fetch it by hand"
+
+
+def test_a_hub_model_whose_weights_do_not_come_is_refused_not_random(open_clip_file, monkeypatch):
+    """open_clip makes an hf-hub model with random weights (a warning, silenced here) when its weights file does
+    not download; the adapter asks it to refuse, which is the one download line."""
+    import open_clip_adapter
+    open_clip, _ = open_clip_file
+    asked = {}
+
+    def create_model(name, **kwargs):
+        asked.update(kwargs)
+        raise RuntimeError(f"Required pretrained weights (`model_name='{name}', pretrained='None'`) could not be "
+                           f"loaded. ")
+    monkeypatch.setattr(open_clip, "create_model", create_model)
+    with pytest.raises(RuntimeError) as error:
+        open_clip_adapter.load("open_clip:hf-hub:org/model", "cpu")
+    assert asked["require_pretrained"] is True
+    assert str(error.value).startswith("open_clip:hf-hub:org/model: Required pretrained weights") and \
+        str(error.value).endswith("open_clip keeps downloads in ~/.cache/huggingface, or pass a local file as "
+                                  "open_clip:hf-hub:org/model@/path/to/checkpoint")
