@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import cli
+import files
 from datasets import kitti
 
 RSA_REPO = "Adonis-galaxy/RSA"
@@ -147,7 +147,7 @@ class CaptionEncoder:
         buffer = io.BytesIO()
         np.save(buffer, feature.numpy())
         try:
-            cli.write_file(self._path(key), buffer.getvalue(), "--cache")
+            files.write_file(self._path(key), buffer.getvalue(), "--cache")
         except ValueError:
             pass  # a read-only or full cache: the feature stays in memory
 
@@ -365,4 +365,4 @@ def save_scale_model(model, path, settings=None):
     from safetensors.torch import save
     metadata = {"format": FORMAT, "text_width": model.text_width, **(settings or {})}
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    cli.write_file(path, save(state, metadata={"rsa": json.dumps(metadata)}), "--output")
+    files.write_file(path, save(state, metadata={"rsa": json.dumps(metadata)}), "--output")
