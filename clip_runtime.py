@@ -55,7 +55,9 @@ class FrozenCLIP:
         self.model.requires_grad_(False)
         if fold and self.precision != "fp16" and "trunk" in self.model.dense_features:
             fold_batchnorm(self.model.visual)  # ~12% faster on a CPU; outputs move by float rounding (~1e-6 m)
-        self.model.visual.to(memory_format=torch.channels_last)  # faster convolutions, same numbers
+        if fold:  # faster convolutions, same numbers in eval mode; BatchNorm's batch statistics in train mode (train.py
+            # --bn train) come out ~100x less precise in channels_last on a CPU, so that tower stays contiguous, as theirs
+            self.model.visual.to(memory_format=torch.channels_last)
         self.folded = fold
         self.image_tower, self.runtime = self.model, "torch"  # what runs encode_image_dense (use_runtime)
 

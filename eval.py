@@ -228,7 +228,8 @@ def run(args, settings, output):
         r.dataset.normalize = options.normalization(args, r.model)
         r.dataset.stride = r.model.stride  # the zero-shot suite sizes each image for it
         if settings is None:
-            r.settings = [(args.method, r.model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
+            name = f"learned:{os.path.basename(args.prompts)}" if args.prompts else args.method  # the table's row
+            r.settings = [(name, r.model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
         if args.cache:
             r.cache = FeatureCache(args.cache, {**r.model.image_settings(), "dataset": args.dataset,
                                                 "input_size": r.dataset.input_size,

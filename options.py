@@ -7,7 +7,7 @@ import os
 import open_clip_adapter
 from cli import ArgumentParser, bounded, require
 from clip_runtime import PRECISIONS
-from graph_runtime import RUNTIMES
+from graph_runtime import AUTO_ORDER, RUNTIMES
 from calculate_error import ALIGNMENTS
 from datasets import DEFAULT_DATA_PATH, DEFAULT_TEST_LIST, MODEL, NORMALIZATIONS, captions, kitti, zeroshot
 from datasets.images import MIN_DEPTH
@@ -35,6 +35,7 @@ DATASETS = ["NYU", "KITTI", "VOID", *zeroshot.PROTOCOLS]  # eval.py --dataset
 RELATIVE_KINDS = ("disparity", "depth")  # --relative_kind (rsa.KINDS)
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 COUNT = bounded(int, at_least=1)  # images, epochs, rounds
 NONNEGATIVE = bounded(int, at_least=0)  # seeds, workers
 POSITIVE = bounded(float, more_than=0)  # metres, pixels, rates, temperatures
@@ -74,12 +75,25 @@ def default_workers(device):
     return max(1, min(8, (os.cpu_count() or 2) // 2 // local))
 
 
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+
+
+def shown(path):
+    """A default path as --help shows it: inside the repository as <repository>/..., never the absolute path of the
+    machine the help was printed on."""
+    inside = isinstance(path, str) and path.startswith(REPOSITORY + os.sep)
+    return os.path.join("<repository>", os.path.relpath(path, REPOSITORY)) if inside else path
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default where it has one; a flag whose absence means something says so in its help."""
+    """Shows a flag's default where it has one (a path inside the repository as <repository>/...); a flag whose
+    absence means something says so in its help."""
 
     def _get_help_string(self, action):
         if action.default is None or isinstance(action.default, bool):
             return action.help
+        if isinstance(action.default, str) and shown(action.default) != action.default:
+            return f"{action.help or ''} (default: {shown(action.default)})".strip()
         return super()._get_help_string(action)
 
 
@@ -127,10 +141,13 @@ def add_running_arguments(p):
     run = p.add_argument_group("running")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--precision", default="auto", choices=PRECISIONS,
-                     help="auto: fp16 on CUDA (the authors' setting), fp32 on CPU; bf16 runs under autocast")
+                     help="auto: fp16 on CUDA (the DepthCLIP authors' evaluation), fp32 on a CPU; bf16 runs under "
+                          "autocast (or a graph runtime's bf16); train.py trains in fp32 as Auty & Mikolajczyk's "
+                          "training does and takes auto or fp32 only")
     run.add_argument("--runtime", default="auto", choices=RUNTIMES, help="what runs the image tower on a CPU: auto: "
-                     "OpenVINO, else ONNX Runtime, whichever is installed and passes a check against PyTorch at load, "
-                     "else PyTorch (one line says why); GPUs and fp16 keep PyTorch")
+                     + ", else ".join(RUNTIME_NAMES[name] for name in AUTO_ORDER) + ", the first installed that "
+                     "passes a check against PyTorch at load (bf16: OpenVINO), else PyTorch (one line says why); "
+                     "GPUs, fp16 and train.py --bn train keep PyTorch")
     run.add_argument("--debug", action="store_true", help="show Python tracebacks")
     return run
 
@@ -214,8 +231,8 @@ def eval_options():
     data.add_argument("--dataset", default="NYU", type=str.upper, choices=DATASETS, help="(any capitals) NYU, KITTI, "
                       "or the zero-shot suite: ETH3D, SCANNET, DIODE (Marigold's), IBIMS, SUNRGBD (ZoeDepth's)")
     data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/test (default "
-                      f"{DEFAULT_DATA_PATH}); KITTI: the raw-data root holding <date>/<drive> (default "
-                      f"{kitti.DEFAULT_DATA_PATH}); the zero-shot suite: the dataset's folder (docs/data.md)")
+                      f"{shown(DEFAULT_DATA_PATH)}); KITTI: the raw-data root holding <date>/<drive> (default "
+                      f"{shown(kitti.DEFAULT_DATA_PATH)}); the zero-shot suite: the dataset's folder (docs/data.md)")
     data.add_argument("--testfile_nyu", default=DEFAULT_TEST_LIST,
                       help="list of 'rgb depth' pairs, or 'auto' for every pair found under the data path")
     data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
@@ -289,7 +306,7 @@ def add_relative_arguments(p, npy, caption_folder=True):
     if caption_folder:
         group.add_argument("--captions", metavar="DIR", help="--align language: RSA's text folder (holding "
                            "text_all/<nyu|kitti|void>/test) or one holding <image path without extension>.txt, line 0 "
-                           f"read (default {captions.DEFAULT_ROOT}; python -m datasets.prepare_captions --download)")
+                           f"read (default {shown(captions.DEFAULT_ROOT)}; python -m datasets.prepare_captions --download)")
     return group
 
 
@@ -380,6 +397,9 @@ def check_train_arguments(p, args):
     if args.cache and args.bn == "train":
         p.error("--cache stores features of CLIP as released; with --bn train the image tower changes every step: "
                 "leave out --cache or use --bn frozen")
+    if args.precision not in ("auto", "fp32"):
+        p.error(f"--precision {args.precision}: train.py trains in fp32, as Auty & Mikolajczyk's training does; give "
+                f"auto or fp32")
     if args.init and args.init.endswith(".ckpt") and not args.config:
         p.error(f"--init {args.init} is their Lightning checkpoint: give the params YAML it was trained with as "
                 f"--config PARAMS.yaml")
@@ -461,8 +481,8 @@ def train_options():
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="NYU", type=str.upper, choices=["NYU", "KITTI"], help="(any capitals)")
     data.add_argument("--data_path", help=f"NYU: the folder holding official_splits/train or sync (default "
-                      f"{DEFAULT_DATA_PATH}); KITTI: the raw-data root holding <date>/<drive> (default "
-                      f"{kitti.DEFAULT_DATA_PATH})")
+                      f"{shown(DEFAULT_DATA_PATH)}); KITTI: the raw-data root holding <date>/<drive> (default "
+                      f"{shown(kitti.DEFAULT_DATA_PATH)})")
     data.add_argument("--train_split", default="train", choices=["train", "sync"], help="NYU: train: "
                       "official_splits/train, the 795 labeled images; sync: BTS's 24,231 frames (their published "
                       "runs' data, docs/data.md)")
@@ -509,7 +529,8 @@ def train_options():
                      "(one pass of the image tower), statistics adapted and written into the prompts file")
     run = add_running_arguments(p)
     run.add_argument("--clip_model", default="RN50", help="an OpenAI CLIP name or a checkpoint path")
-    run.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS))
+    run.add_argument("--normalize", default="imagenet", choices=list(NORMALIZATIONS),
+                     help="RGB mean/std: the authors' ImageNet statistics, or OpenAI CLIP's")
     run.add_argument("--cache", metavar="DIR", help="eval.py's feature cache: with --bn frozen the image tower runs "
                      "once per image for the whole training")
     run.add_argument("--keep_gb", type=bounded(float, at_least=0), default=8.0, help="cached features and ground truth kept in memory "

@@ -34,6 +34,8 @@ from datasets import DataError
 
 OUTPUTS = {"png": "_depth.png", "color": "_depth_color.png", "npy": "_depth.npy", "ply": "_depth.ply"}
 
+FILES_LISTED = 12  # output files named in the closing line; beyond, their count
+
 
 def is_output(name):
     return name.endswith(tuple(OUTPUTS.values()))
@@ -96,7 +98,7 @@ def main(argv=None):
     if existing and not args.overwrite:
         raise ValueError(f"{len(existing)} output file(s) already exist (first: {existing[0]}); pass --overwrite to "
                          f"replace them, or -o DIR to write elsewhere")
-    written, skipped, flattened = 0, [], 0
+    written, skipped, flattened, wrote = 0, [], 0, []
     with cli.output_dir(args.output, "--output") if args.output else contextlib.nullcontext():
         depthclip = not args.relative or args.relative[0] == relative.DEPTHCLIP  # --relative npy: no DepthCLIP
         model = options.build_monoclip(args) if depthclip else None
@@ -130,12 +132,16 @@ def main(argv=None):
                 focal = args.focal or photos.default_focal(image.width)
                 files[outs["ply"]] = visualize.point_cloud_ply(depth, np.asarray(image), focal)
             cli.write_files(files, "--output" if args.output else "the image's folder")
+            wrote += list(files)
             note = visualize.png_note(outs["png"], png)
             if note:
                 tqdm.write(note, file=sys.stderr)
             written += 1
     where = args.output or os.path.dirname(os.path.abspath(inputs[0]))
-    print(f"{written} depth map(s) written to {where}"
+    names = [os.path.relpath(path, where) for path in wrote]
+    shown = ", ".join(names[:FILES_LISTED]) + (f" and {len(names) - FILES_LISTED} more" if len(names) > FILES_LISTED
+                                                else "")
+    print(f"{written} depth map(s) written to {where}" + (f": {shown}" if names else "")
           + (f"; transparency flattened over white in {flattened}" if flattened else ""))
     if skipped:
         print(f"error: {len(skipped)} of {len(inputs)} entries skipped, not images (each named above)", file=sys.stderr)

@@ -560,17 +560,19 @@ def batch(args, run, features, ground_truth, augmented, chosen, epoch, flips):
 
 def step(args, run, patches, grid, gt, world, where):
     """One optimizer step as Lightning runs theirs: SILog, zero_grad, backward (token gradients summed over
-    processes), gradient-norm clipping, AdamW, OneCycleLR -> the loss, or None when no image of the batch has a
-    valid pixel (then only the schedule moves, so that the epochs keep their learning rates)."""
+    processes), gradient-norm clipping, AdamW, OneCycleLR -> (the loss, the learning rate the step used, as their
+    LearningRateMonitor logs it); (None, None) when no image of the batch has a valid pixel (then only the schedule
+    moves, so that the epochs keep their learning rates)."""
     encoded = run.prompts.encode(run.model.clip, run.model.backbone.tokenize)
     pred = depth_head(patches.float(), grid, encoded) if len(gt) else torch.zeros(0)
     loss = global_silog(pred, gt, gt > MIN_DEPTH, world, run.parameters[0].sum())
     if loss is None:
         run.scheduler.step()
-        return None
+        return None, None
     if not torch.isfinite(loss):
         raise ValueError(f"the loss is {loss.item()} at {where}; the last good tokens are in the last checkpoint "
                          f"of --checkpoint_dir {args.checkpoint_dir}, if any; lower --lr")
+    rate = run.scheduler.get_last_lr()[0]  # the rate this step uses, as their LearningRateMonitor logs it
     run.optimizer.zero_grad()
     loss.backward()
     for parameter in run.parameters if world > 1 else []:  # each process's part of the whole batch's gradient
@@ -579,7 +581,7 @@ def step(args, run, patches, grid, gt, world, where):
         torch.nn.utils.clip_grad_norm_(run.parameters, args.grad_clip)
     run.optimizer.step()
     run.scheduler.step()
-    return loss.item()
+    return loss.item(), rate
 
 
 class Log:
@@ -653,10 +655,10 @@ def train(args, rank=0, world=1, device=None):
                     warn_once(run.data.dataset.pairs[run.train_idx[index]][1], "no pixel with valid ground truth in "
                               "the region the model sees: it adds nothing to the loss", rank)
             global_step = epoch * run.steps_per_epoch + i + 1
-            loss = step(args, run, patches, grid, gt, world, f"epoch {epoch + 1}, step {i + 1}")
+            loss, rate = step(args, run, patches, grid, gt, world, f"epoch {epoch + 1}, step {i + 1}")
             if loss is None:
                 continue  # no image of the batch with ground truth: said above, image by image
-            log.add({"step": global_step, "epoch": epoch + 1, "lr": run.scheduler.get_last_lr()[0], "loss": loss})
+            log.add({"step": global_step, "epoch": epoch + 1, "lr": rate, "loss": loss})
             bar.set_postfix(loss=f"{loss:.4f}")
         seconds = time.perf_counter() - started  # the epoch's training steps, data included, validation not
         val = validate()

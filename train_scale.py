@@ -426,19 +426,19 @@ def train_scale_options():
                       "path with /image/ replaced by /ground_truth/, as their train_ground_truth.txt lists them)")
     data.add_argument("--void_relative", metavar="DIR", help="VOID's relative maps, <DIR>/void_1500/data/<scene>/"
                       "image/<stamp>.npy")
-    data.add_argument("--val_count", type=int, default=50, help="images of each training list held out and scored "
+    data.add_argument("--val_count", type=options.NONNEGATIVE, default=50, help="images of each training list held out and scored "
                       "each epoch with their evaluation (0: none, the last weights are kept)")
     fit = p.add_argument_group("optimization (their configs/arguments_train_3d_dpt.txt)")
-    fit.add_argument("--epochs", type=int, default=50)
-    fit.add_argument("--batch_size", type=int, default=4, help="images of each dataset per step (their DPT config; "
+    fit.add_argument("--epochs", type=options.COUNT, default=50, help="their epochs")
+    fit.add_argument("--batch_size", type=options.COUNT, default=4, help="images of each dataset per step (their DPT config; "
                      "8 for Depth Anything, 5 for MiDaS)")
-    fit.add_argument("--lr", type=float, default=3e-5, help="Adam's first learning rate")
-    fit.add_argument("--end_lr", type=float, default=1e-5, help="where the 0.9-power decay would end")
+    fit.add_argument("--lr", type=options.POSITIVE, default=3e-5, help="Adam's first learning rate")
+    fit.add_argument("--end_lr", type=cli.bounded(float, at_least=0), default=1e-5, help="where the 0.9-power decay would end")
     fit.add_argument("--loss", default="Huber", choices=list(PIXEL_LOSSES), help="the pixel loss (their --loss_type)")
-    fit.add_argument("--grad_clip", type=float, default=1.0, help="gradient-norm clipping")
+    fit.add_argument("--grad_clip", type=options.POSITIVE, default=1.0, help="gradient-norm clipping")
     fit.add_argument("--normalize_kitti", action="store_true", help="divide KITTI's loss by its value as NYU's and "
                      "VOID's are (their code meant to, but a misspelt name left it out)")
-    fit.add_argument("--seed", type=int, default=0, help="initial weights, held-out images, data order, captions")
+    fit.add_argument("--seed", type=options.NONNEGATIVE, default=0, help="initial weights, held-out images, data order, captions")
     fit.add_argument("--init", metavar="FILE", help="start from these LanScale weights (theirs or ours) instead of "
                      "PyTorch's initialization")
     run = p.add_argument_group("running")
@@ -448,7 +448,7 @@ def train_scale_options():
     run.add_argument("--precision", default="auto", choices=PRECISIONS, help="the text tower's: auto is fp16 on "
                      "CUDA (theirs), fp32 on a CPU")
     run.add_argument("--cache", metavar="DIR", help="keep each caption's text feature here for later runs")
-    run.add_argument("--keep_gb", type=float, default=4.0, help="relative maps and ground truth kept in memory up to "
+    run.add_argument("--keep_gb", type=cli.bounded(float, at_least=0), default=4.0, help="relative maps and ground truth kept in memory up to "
                      "this many GiB (2.4 MB a NYU image); beyond, read again each step")
     run.add_argument("--output", required=True, help="the .safetensors to write (rsa.load_scale_model reads it)")
     run.add_argument("--checkpoint_dir", help="per-epoch checkpoint (last.pt), log.jsonl and curves.png (default: "

@@ -72,7 +72,7 @@ def _read_state_dict(path):
     except Exception as error:
         if not archive:
             raise RuntimeError(f"{path} is not a CLIP checkpoint: it is neither a TorchScript archive nor a file "
-                               f"written by torch.save; check the path, or re-download the file") from None
+                               f"written by torch.save; check the path (OpenAI's .pt file, or a state dict saved by torch.save)") from None
         if isinstance(error, pickle.UnpicklingError):  # weights_only refuses anything but tensors and containers
             raise RuntimeError(f"{path} is a zip archive but not a readable CLIP checkpoint ({_first_sentence(error)}):"
                                f" it holds pickled objects besides tensors, which are not loaded; give a CLIP "

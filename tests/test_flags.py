@@ -3,6 +3,7 @@ parse time (one line naming the flag), their params YAML is read key by key (a m
 nearest known one), and an optional package a flag needs is asked for at start with its install command."""
 import argparse
 import importlib
+import os
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ import yaml
 import cli
 import options
 import train
+import train_scale
 from test_errors import documented
 
 PARSERS = {  # each script's parser and the fewest arguments it parses
@@ -18,6 +20,7 @@ PARSERS = {  # each script's parser and the fewest arguments it parses
     "bench.py": (options.bench_options, []),
     "demo.py": (options.demo_options, []),
     "train.py": (options.train_options, ["--output", "x.safetensors"]),
+    "train_scale.py": (train_scale.train_scale_options, ["--output", "x.safetensors"]),
 }
 GENERATORS = ["synthetic.checkpoint", "synthetic.nyu_like", "synthetic.kitti_like", "synthetic.taught",
               "synthetic.zeroshot_like", "synthetic.auty_checkpoint"]
@@ -153,3 +156,28 @@ def test_tensorboard_is_asked_for_at_start(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     line = error_line(capsys, ["--output", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "tb")])
     assert "pip install tensorboard" in line and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("script", list(PARSERS))
+def test_help_shows_every_default_and_no_path_of_this_machine(script):
+    make, _ = PARSERS[script]
+    parser = make()
+    text = " ".join(parser.format_help().split())
+    assert options.REPOSITORY not in text and os.path.expanduser("~") + os.sep not in text
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS) and \
+                not isinstance(action.default, bool):
+            assert action.help, f"{script} {action.option_strings[0]} has a default but no help to show it in"
+            assert "default" in parser._get_formatter()._get_help_string(action), action.option_strings[0]
+
+
+def test_runtime_help_says_the_order_auto_tries():
+    from graph_runtime import AUTO_ORDER
+    text = " ".join(options.eval_options().format_help().split())
+    said = [text.index(options.RUNTIME_NAMES[name], text.index("--runtime {")) for name in AUTO_ORDER]
+    assert said == sorted(said)
+
+
+def test_train_refuses_a_precision_it_does_not_train_in(capsys, tmp_path):
+    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--precision", "fp16"])
+    assert "train.py trains in fp32" in line
