@@ -43,6 +43,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 
 import numpy as np
@@ -59,7 +60,9 @@ from train import NYU_PIPELINE, Memo, save_checkpoint, split_train_val
 
 DATASETS = ("NYU", "KITTI", "VOID")
 PIXEL_LOSSES = {"L1": torch.nn.L1Loss, "Huber": torch.nn.HuberLoss, "L2": torch.nn.MSELoss}  # their --loss_type
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the run's settings recorded, checked on --resume
+RUN_SETTINGS = ("epochs", "lr", "end_lr", "loss", "grad_clip", "normalize_kitti", "seed", "val_count", "init")
+# what a resumed run must share with the run it continues (the schedule, the optimizer's state and the draws)
 # the metrics their best-model rule compares, per dataset (train_3d.py: eval_measures indices 1,2,3,6,7,8 for NYU
 # and VOID, 1,3,5,6,7,8 for KITTI); the a-metrics are better higher
 BEST_RULE = {"NYU": ("abs_rel", "log10", "rmse", "a1", "a2", "a3"),
@@ -316,11 +319,24 @@ def train(args, rank=0, world=1, device=None):
     total_steps = args.epochs * math.ceil(len(train_idx[first]) / args.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     run = {"datasets": list(args.datasets), "clip": backbone.weights_id(), "relative_kind": args.relative_kind,
-           "batch_size": args.batch_size, "sizes": {name: len(data) for name, data in sets.items()}}
+           "batch_size": args.batch_size, "sizes": {name: len(data) for name, data in sets.items()},
+           "settings": {key: getattr(args, key) for key in RUN_SETTINGS}}
     first_epoch, log, best, global_step = 0, [], None, 0
     last_path, log_path = os.path.join(args.checkpoint_dir, "last.pt"), os.path.join(args.checkpoint_dir, "log.jsonl")
     if args.resume and os.path.isfile(last_path):
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(last_path, map_location="cpu", weights_only=False)
+        except Exception as error:  # a disk that filled while it was written, a copy cut short
+            reason = str(error).strip().split(". ")[0] or type(error).__name__
+            raise ValueError(f"--resume: {last_path} is damaged or truncated ({reason}); remove it to train from the "
+                             f"start, or give another --checkpoint_dir") from None
+        recorded = state["run"].get("settings", {})
+        changed = [f"--{key} {getattr(args, key)} (the run has {value})" for key, value in recorded.items()
+                   if getattr(args, key) != value]
+        if changed:
+            raise ValueError(f"--resume: {last_path} was made with other settings: {', '.join(changed)}; give the "
+                             f"run's values or another --checkpoint_dir (the learning-rate decay spans the run's "
+                             f"--epochs: to train on, start a new run with --init {args.output})")
         if state["run"] != run:
             raise ValueError(f"--resume: {last_path} is a run of other data, CLIP, relative kind or batch size; give "
                              f"another --checkpoint_dir or leave out --resume")
@@ -330,6 +346,8 @@ def train(args, rank=0, world=1, device=None):
         if rank == 0:
             with open(log_path, "w") as f:  # what a killed run logged after its last checkpoint goes
                 f.writelines(json.dumps(record) + "\n" for record in log)
+    elif args.resume and rank == 0:
+        tqdm.write(f"note: --resume: no checkpoint {last_path} yet; training from the start", file=sys.stderr)
     say = tqdm.write if rank == 0 else (lambda text: None)
 
     def record(entry):
@@ -339,11 +357,8 @@ def train(args, rank=0, world=1, device=None):
                 f.write(json.dumps(entry) + "\n")
 
     writer = None
-    if args.tensorboard and rank == 0:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ValueError("--tensorboard needs the tensorboard package (pip install tensorboard)") from None
+    if args.tensorboard and rank == 0:  # the package was asked for when the flags were read
+        from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(args.tensorboard)
     if first_epoch == 0 and args.val_count:  # where the initial weights stand, to measure learning against
         record({"step": 0, "epoch": 0, "val": validate(model, encoder, sets, held_out, args.relative_kind, rank,
@@ -468,9 +483,11 @@ def main(argv=None):
     unknown = [name for name in args.datasets if name not in DATASETS]
     if unknown or len(set(args.datasets)) != len(args.datasets):
         p.error(f"--datasets takes each of {', '.join(DATASETS)} at most once; got {','.join(args.datasets)}")
-    if min(args.epochs, args.batch_size) < 1 or args.val_count < 0 or args.lr <= 0 or args.end_lr < 0:
-        p.error("--epochs and --batch_size must be at least 1, --val_count at least 0, --lr positive, --end_lr not "
-                "negative")
+    if args.tensorboard:
+        try:
+            cli.require("tensorboard", "--tensorboard")
+        except ValueError as error:
+            p.error(str(error))
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"
     rank, world, device = start_distributed(pick_device(args.device))
     with cli.OutputFile(args.output) if rank == 0 else contextlib.nullcontext(), \

@@ -200,3 +200,18 @@ def test_bad_input_is_one_line_and_writes_nothing(data, tiny_clip, tmp_path, cap
     assert not (tmp_path / "out").exists()  # neither the output nor the checkpoint folder
     line = error_line(capsys, args_for(data, tiny_clip, out, "--datasets", "NYU,KITTI", "--kitti_relative", ""))
     assert "--datasets has KITTI: give --kitti_relative" in line
+
+
+def test_resume_continues_its_own_run_or_refuses(data, tiny_clip, tmp_path, capsys):
+    """As train.py: a changed --epochs or --lr is refused naming both values, a damaged last.pt is named, and
+    --resume without a checkpoint says so and trains."""
+    out = tmp_path / "run.safetensors"
+    train_scale.main(args_for(data, tiny_clip, out, "--epochs", "1", "--resume"))
+    assert "no checkpoint" in capsys.readouterr().err and out.exists()
+    line = error_line(capsys, args_for(data, tiny_clip, out, "--epochs", "2", "--resume"))
+    assert "--epochs 2 (the run has 1)" in line and f"--init {out}" in line
+    line = error_line(capsys, args_for(data, tiny_clip, out, "--epochs", "1", "--lr", "0.5", "--resume"))
+    assert "--lr 0.5 (the run has 0.001)" in line
+    (tmp_path / "run_run" / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    line = error_line(capsys, args_for(data, tiny_clip, out, "--epochs", "1", "--resume"))
+    assert "last.pt is damaged or truncated" in line
