@@ -149,6 +149,9 @@ def write_files(files, what="file"):
     """{path: bytes}, all or none: every file is written to a temporary twin first (where a full disk fails), then
     all are renamed into place. A failure removes the twins and is a ValueError naming the file and `what` (the
     flag that chose the place)."""
+    taken = [path for path in files if os.path.isdir(path)]
+    if taken:  # found before anything is written, so that the files stay all or none
+        raise ValueError(f"cannot write {taken[0]}: it is a folder; choose another place ({what})")
     partials, path = {}, None
     try:
         for path, data in files.items():
@@ -164,6 +167,12 @@ def write_files(files, what="file"):
                          f"place ({what})") from None
     umask = os.umask(0)
     os.umask(umask)
-    for path, partial in partials.items():
-        os.chmod(partial, 0o666 & ~umask)
-        os.replace(partial, path)
+    try:
+        for path, partial in partials.items():
+            os.chmod(partial, 0o666 & ~umask)
+            os.replace(partial, path)
+    except OSError as error:  # a folder that became unwritable, a path taken by a folder: said, twins removed
+        for partial in partials.values():
+            if os.path.exists(partial):
+                os.remove(partial)
+        raise ValueError(f"cannot write {path} ({error.strerror or error}); choose another place ({what})") from None

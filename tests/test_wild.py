@@ -360,3 +360,18 @@ def test_a_flat_prediction_looks_flat_and_the_picture_is_titled():
     full = np.abs(visualize.colorize(np.array([[1.0]]), 0, 1).astype(int)
                   - visualize.colorize(np.array([[0.0]]), 0, 1).astype(int)).max()
     assert spread < full / 10  # 2 cm spread over a 0.5 m scale: a few per cent of the colormap
+
+
+def test_a_rename_that_fails_is_one_line_and_leaves_no_twin(tmp_path, monkeypatch):
+    """files.write_files: a folder where a file should go is found before anything is written (all or none); a
+    rename that fails later is one line too, its twins removed."""
+    import files
+    (tmp_path / "taken.png").mkdir()
+    with pytest.raises(ValueError) as error:
+        files.write_files({str(tmp_path / "a.png"): b"a", str(tmp_path / "taken.png"): b"b"}, "--output")
+    assert str(error.value).startswith(f"cannot write {tmp_path / 'taken.png'}") and "(--output)" in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["taken.png"]
+    monkeypatch.setattr(files.os, "replace", lambda *a: (_ for _ in ()).throw(OSError(13, "Permission denied")))
+    with pytest.raises(ValueError, match="Permission denied"):
+        files.write_files({str(tmp_path / "b.png"): b"b"}, "--output")
+    assert sorted(os.listdir(tmp_path)) == ["taken.png"]
