@@ -513,25 +513,14 @@ def resume(args, run, last_path):
     backbone, or was made with other settings (naming each flag and both values): OneCycleLR's schedule spans the
     run's steps and cannot be stretched, and a changed rate or batch would leave the file recording what was not
     used."""
-    try:
-        state = torch.load(last_path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a disk that filled while it was written, a copy cut short
-        reason = str(error).strip().split(". ")[0] or type(error).__name__
-        raise ValueError(f"--resume: {last_path} is damaged or truncated ({reason}); remove it to train from the "
-                         f"start, or give another --checkpoint_dir") from None
+    state = read_last(last_path)
     p = run.prompts
     if state["layout"] != [p.template, p.depth, p.object_word, list(p.bins)] or \
             state["backbone"] != run.model.backbone.weights_id():
         raise ValueError(f"--resume: {last_path} is a run of another layout or backbone; give another "
                          f"--checkpoint_dir or leave out --resume")
     recorded = state.get("settings") or {"epochs": state["scheduler"]["total_steps"] // run.steps_per_epoch}
-    changed = [f"--{key} {getattr(args, key)} (the run has {value})" for key, value in recorded.items()
-               if getattr(args, key) != value]
-    if changed:
-        how = (f"; its OneCycleLR schedule spans {recorded['epochs']} epochs and cannot be extended: to train on, "
-               f"start a new run from its tokens with --init {args.output}") if "epochs" in " ".join(changed) else ""
-        raise ValueError(f"--resume: {last_path} was made with other settings: {', '.join(changed)}; give the run's "
-                         f"values or another --checkpoint_dir{how}")
+    refuse_changed(args, recorded, last_path, "OneCycleLR schedule")
     with torch.no_grad():
         for name, value in state["tokens"].items():
             run.prompts.tokens[name].copy_(value)
@@ -541,6 +530,29 @@ def resume(args, run, last_path):
         run.model.clip.visual.load_state_dict(state["visual"], strict=False)
     torch.set_rng_state(state["rng"]["torch"])
     return state["epoch"] + 1, state["log"], state["best"]
+
+
+def read_last(path):
+    """--resume's checkpoint (train.py's and train_scale.py's); ValueError naming a damaged or truncated file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a disk that filled while it was written, a copy cut short
+        reason = str(error).strip().split(". ")[0] or type(error).__name__
+        raise ValueError(f"--resume: {path} is damaged or truncated ({reason}); remove it to train from the start, "
+                         f"or give another --checkpoint_dir") from None
+
+
+def refuse_changed(args, recorded, path, schedule):
+    """ValueError naming each flag whose value differs from the run being resumed (recorded: {flag: value}), with
+    the run's value: the schedule spans the run's epochs and cannot be stretched, and a changed rate or batch would
+    leave the written file recording what was not used."""
+    changed = [f"--{key} {getattr(args, key)} (the run has {value})" for key, value in recorded.items()
+               if getattr(args, key) != value]
+    if changed:
+        how = (f"; its {schedule} spans {recorded['epochs']} epochs and cannot be extended: to train on, start a new "
+               f"run from what it wrote with --init {args.output}") if "--epochs " in " ".join(changed) else ""
+        raise ValueError(f"--resume: {path} was made with other settings: {', '.join(changed)}; give the run's "
+                         f"values or another --checkpoint_dir{how}")
 
 
 def batch(args, run, features, ground_truth, augmented, chosen, epoch, flips):

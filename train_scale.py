@@ -56,7 +56,7 @@ import options
 import rsa
 from clip_runtime import PRECISIONS, FrozenCLIP, pick_device, start_distributed
 from datasets import captions, kitti, nyu, void
-from train import NYU_PIPELINE, Memo, save_checkpoint, split_train_val
+from train import NYU_PIPELINE, Memo, read_last, refuse_changed, save_checkpoint, split_train_val
 
 DATASETS = ("NYU", "KITTI", "VOID")
 PIXEL_LOSSES = {"L1": torch.nn.L1Loss, "Huber": torch.nn.HuberLoss, "L2": torch.nn.MSELoss}  # their --loss_type
@@ -324,19 +324,8 @@ def train(args, rank=0, world=1, device=None):
     first_epoch, log, best, global_step = 0, [], None, 0
     last_path, log_path = os.path.join(args.checkpoint_dir, "last.pt"), os.path.join(args.checkpoint_dir, "log.jsonl")
     if args.resume and os.path.isfile(last_path):
-        try:
-            state = torch.load(last_path, map_location="cpu", weights_only=False)
-        except Exception as error:  # a disk that filled while it was written, a copy cut short
-            reason = str(error).strip().split(". ")[0] or type(error).__name__
-            raise ValueError(f"--resume: {last_path} is damaged or truncated ({reason}); remove it to train from the "
-                             f"start, or give another --checkpoint_dir") from None
-        recorded = state["run"].get("settings", {})
-        changed = [f"--{key} {getattr(args, key)} (the run has {value})" for key, value in recorded.items()
-                   if getattr(args, key) != value]
-        if changed:
-            raise ValueError(f"--resume: {last_path} was made with other settings: {', '.join(changed)}; give the "
-                             f"run's values or another --checkpoint_dir (the learning-rate decay spans the run's "
-                             f"--epochs: to train on, start a new run with --init {args.output})")
+        state = read_last(last_path)
+        refuse_changed(args, state["run"].get("settings", {}), last_path, "learning-rate decay")
         if state["run"] != run:
             raise ValueError(f"--resume: {last_path} is a run of other data, CLIP, relative kind or batch size; give "
                              f"another --checkpoint_dir or leave out --resume")

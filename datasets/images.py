@@ -152,3 +152,10 @@ def model_input_size(width, height, long_side, stride):
     """(width, height) scaled so the long side is long_side, each rounded to a multiple of stride (at least one)."""
     scale = long_side / max(width, height)
     return tuple(max(stride, round(side * scale / stride) * stride) for side in (width, height))
+
+
+def resized_input(path, normalize, long_side, stride):
+    """(3, h, w) normalized: an image file resized bicubically so its long side is long_side pixels, both sides
+    multiples of stride (the zero-shot suite's and VOID's model input, as photos.model_input sizes a photo)."""
+    image = to_rgb(open_image(path), path)[0]
+    return normalized(image.resize(model_input_size(*image.size, long_side, stride), Image.BICUBIC), normalize)

@@ -18,9 +18,8 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .images import DataError, depth_values, model_input_size, normalized, open_image, to_rgb
+from .images import DataError, depth_values, open_image, resized_input
 from .zeroshot import Protocol
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -94,9 +93,8 @@ class VOID(torch.utils.data.Dataset):
         return len(self.entries)
 
     def load_rgb(self, path, normalize):
-        image = to_rgb(open_image(path), path)[0]
-        return normalized(image.resize(model_input_size(*image.size, self.long_side, self.stride), Image.BICUBIC),
-                          normalize)
+        """(3, h, w): the image resized bicubically so its long side is long_side (multiples of the stride)."""
+        return resized_input(path, normalize, self.long_side, self.stride)
 
     def output_size(self, indices):
         return FRAME

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .images import DataError, depth_values, model_input_size, normalized, open_image, read_list, to_rgb
+from .images import DataError, depth_values, open_image, read_list, resized_input
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LISTS = os.path.join(HERE, "lists")
@@ -205,9 +205,7 @@ class ZeroShot(torch.utils.data.Dataset):
 
     def load_rgb(self, path, normalize):
         """(3, h, w): the image resized bicubically so its long side is long_side (multiples of the stride)."""
-        image = to_rgb(open_image(path), path)[0]
-        return normalized(image.resize(model_input_size(*image.size, self.long_side, self.stride), Image.BICUBIC),
-                          normalize)
+        return resized_input(path, normalize, self.long_side, self.stride)
 
     def output_size(self, indices):
         """(rows, cols) of the first index's ground truth (read from its header, or its .npy's)."""

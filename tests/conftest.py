@@ -52,3 +52,16 @@ def nyu_like(tmp_path_factory):
 def model(checkpoint):
     from monoclip import MonoCLIP
     return MonoCLIP(checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def small_state_dict():
+    """A small ResNet CLIP (trunk 512 channels, embed 64) in OpenAI's layout."""
+    return make_state_dict(0, vision_width=16, embed_dim=64)
+
+
+@pytest.fixture(scope="session")
+def small_state_dict_file(small_state_dict, tmp_path_factory):
+    path = tmp_path_factory.mktemp("small_ckpt") / "small.pt"
+    torch.save(small_state_dict, path)
+    return str(path)

@@ -12,7 +12,6 @@ from PIL import Image
 import clip
 import clip.clip as clip_module
 import downloads
-from synthetic.checkpoint import make_state_dict
 
 
 def test_available_models_are_the_nine_releases():
@@ -39,19 +38,6 @@ def test_tokenize_rejects_or_truncates_long_text():
         clip.tokenize("far " * 100)
     tokens = clip.tokenize("far " * 100, truncate=True)[0]
     assert tokens[0] == 49406 and tokens[-1] == 49407
-
-
-@pytest.fixture(scope="module")
-def small_state_dict():
-    """A small ResNet CLIP (trunk 512 channels, embed 64) in OpenAI's layout."""
-    return make_state_dict(0, vision_width=16, embed_dim=64)
-
-
-@pytest.fixture(scope="module")
-def small_state_dict_file(small_state_dict, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    torch.save(small_state_dict, path)
-    return str(path)
 
 
 def test_state_dict_file_loads_with_fp16_rounded_layer_weights(small_state_dict, small_state_dict_file):

@@ -10,9 +10,9 @@ import yaml
 
 import cli
 import options
-import train
 import train_scale
 from test_errors import documented
+from test_train import error_line
 
 PARSERS = {  # each script's parser and the fewest arguments it parses
     "eval.py": (options.eval_options, []),
@@ -85,15 +85,6 @@ def test_a_number_flag_within_its_range_is_read_as_given():
     assert options.eval_options().parse_args(["--cap", "50", "--limit", "2"]).cap == 50.0
 
 
-def error_line(capsys, argv, code=2):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(lambda: train.main(argv))
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
-    assert exit_info.value.code == code and len(lines) == 1, lines
-    assert documented(lines[0][len("error: "):].split(" (see ")[0]), lines[0]
-    return lines[0]
-
-
 def their_params(tmp_path, edit):
     params = {"basic": {"dataset": "nyu", "batch_size": 4, "max_epochs": 2},
               "optimizer": {"name": "adamw", "lr": 0.01, "wd": 0.1, "div_factor": 25, "final_div_factor": 100,
@@ -110,13 +101,13 @@ def their_params(tmp_path, edit):
 def test_an_unknown_params_key_is_refused_before_anything_loads(tmp_path, capsys):
     def misspelt_rate(params):
         params["optimizer"]["learning_rate"] = params["optimizer"].pop("lr")
-    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_rate), "--output", str(tmp_path / "o")])
+    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_rate), "--output", str(tmp_path / "o")], 2)
     assert "optimizer.learning_rate is not a key of their params YAML" in line and "lr" in line
 
     def misspelt_layout(params):
         strategy = params["depthclip"]["lang_strat"]
         strategy["depth_token"] = strategy.pop("depth_tokens")
-    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_layout), "--output", str(tmp_path / "o")])
+    line = error_line(capsys, ["--config", their_params(tmp_path, misspelt_layout), "--output", str(tmp_path / "o")], 2)
     assert "depthclip.lang_strat.depth_token is not a key" in line and "did you mean 'depth_tokens'?" in line
     assert not (tmp_path / "o").exists()
 
@@ -154,7 +145,7 @@ def test_their_params_keys_read_as_before(tmp_path):
 def test_tensorboard_is_asked_for_at_start(tmp_path, capsys, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
-    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "tb")])
+    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--tensorboard", str(tmp_path / "tb")], 2)
     assert "pip install tensorboard" in line and not (tmp_path / "o").exists()
 
 
@@ -179,5 +170,5 @@ def test_runtime_help_says_the_order_auto_tries():
 
 
 def test_train_refuses_a_precision_it_does_not_train_in(capsys, tmp_path):
-    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--precision", "fp16"])
+    line = error_line(capsys, ["--output", str(tmp_path / "o"), "--precision", "fp16"], 2)
     assert "train.py trains in fp32" in line

@@ -6,6 +6,7 @@ exports: tests/test_runtime.py; the feature cache's entries: tests/test_features
 import hashlib
 import io
 import json
+import pathlib
 import urllib.error
 
 import pytest
@@ -18,20 +19,6 @@ import downloads
 import predict
 from clip import clip as clip_module
 from conftest import optional
-from synthetic.checkpoint import make_state_dict
-
-
-@pytest.fixture(scope="module")
-def small_state_dict():
-    """A small ResNet CLIP (trunk 512 channels, embed 64) in OpenAI's layout."""
-    return make_state_dict(0, vision_width=16, embed_dim=64)
-
-
-@pytest.fixture(scope="module")
-def small_file(small_state_dict, tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    torch.save(small_state_dict, path)
-    return path
 
 
 def load_error(path, download=False):
@@ -45,18 +32,18 @@ def load_error(path, download=False):
     return message
 
 
-def test_a_truncated_checkpoint_is_named_truncated_not_a_download(small_file, tmp_path):
+def test_a_truncated_checkpoint_is_named_truncated_not_a_download(small_state_dict_file, tmp_path):
     path = tmp_path / "RN50.pt"
-    path.write_bytes(small_file.read_bytes()[:100_000])
+    path.write_bytes(pathlib.Path(small_state_dict_file).read_bytes()[:100_000])
     assert load_error(path) == (f"{path} is a zip archive but not a readable CLIP checkpoint (PytorchStreamReader "
                                 f"failed reading zip archive: failed finding central directory): truncated or "
                                 f"damaged; replace it with a whole copy (compare its size and SHA256 with the "
                                 f"original's)")
 
 
-def test_through_predict_it_is_one_line(small_file, tmp_path, capsys):
+def test_through_predict_it_is_one_line(small_state_dict_file, tmp_path, capsys):
     path = tmp_path / "RN50.pt"
-    path.write_bytes(small_file.read_bytes()[:100_000])
+    path.write_bytes(pathlib.Path(small_state_dict_file).read_bytes()[:100_000])
     Image.new("RGB", (64, 48)).save(tmp_path / "room.png")
     with pytest.raises(SystemExit) as exit_info:
         cli.run(lambda: predict.main([str(tmp_path / "room.png"), "--clip_model", str(path), "--device", "cpu"]))
@@ -210,10 +197,10 @@ def test_a_damaged_file_in_open_clips_cache_is_named_with_what_to_do(open_clip_f
                                 f"open_clip's cache; delete it, and it is downloaded again on the next run")
 
 
-def test_batchnorm_statistics_of_another_backbone_are_counted(small_file):
+def test_batchnorm_statistics_of_another_backbone_are_counted(small_state_dict_file):
     """A prompts file's BatchNorm statistics (train.py --bn train) made for another image tower."""
     from clip_runtime import load_visual_state
-    model, _ = clip.load(str(small_file), device="cpu")
+    model, _ = clip.load(small_state_dict_file, device="cpu")
     state = {key: value for key, value in model.visual.state_dict().items() if "running_" in key}
     state["layer1.0.bn1.running_mean"] = torch.zeros(7)
     state["layer9.0.bn1.running_mean"] = torch.zeros(7)

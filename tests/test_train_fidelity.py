@@ -9,7 +9,6 @@ import pytest
 import torch
 from PIL import Image
 
-import cli
 import options
 import train
 from learned_prompts import LearnedPrompts, bin_centres
@@ -17,6 +16,7 @@ from monoclip import MonoCLIP
 from synthetic.auty_checkpoint import write_run
 from synthetic.taught import write_taught_dataset
 from test_errors import documented
+from test_train import error_line
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +37,6 @@ def parsed(argv):
     options.check_train_arguments(p, args)
     args.checkpoint_dir = os.path.splitext(args.output)[0] + "_run"
     return args
-
-
-def error_line(capsys, argv, code):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(lambda: train.main(argv))
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
-    assert exit_info.value.code == code and len(lines) == 1, lines
-    assert documented(lines[0][len("error: "):].split(" (see ")[0]), lines[0]
-    return lines[0]
 
 
 def test_a_train_mode_pass_is_one_pass_over_the_batch(checkpoint):
