@@ -310,12 +310,17 @@ def add_relative_arguments(p, npy, caption_folder=True):
     return group
 
 
+RELATIVE_DEPTHCLIP, RELATIVE_NPY = "depthclip", "npy:"  # --relative's two sources
+
+
 def relative_source(text):
-    import relative
-    try:
-        return relative.parse_source(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    """--relative: 'npy:PATH' -> ('npy', PATH), 'depthclip' -> ('depthclip', None); anything else is one line."""
+    if text == RELATIVE_DEPTHCLIP:
+        return RELATIVE_DEPTHCLIP, None
+    if text.startswith(RELATIVE_NPY) and len(text) > len(RELATIVE_NPY):
+        return "npy", text[len(RELATIVE_NPY):]
+    raise argparse.ArgumentTypeError(f"{text!r}: give npy:DIR (one .npy per image; predict.py: npy:FILE) or "
+                                     f"depthclip")
 
 
 def check_relative_arguments(p, args):

@@ -100,7 +100,7 @@ def main(argv=None):
                          f"replace them, or -o DIR to write elsewhere")
     written, skipped, flattened, wrote = 0, [], 0, []
     with cli.output_dir(args.output, "--output") if args.output else contextlib.nullcontext():
-        depthclip = not args.relative or args.relative[0] == relative.DEPTHCLIP  # --relative npy: no DepthCLIP
+        depthclip = not args.relative or args.relative[0] == options.RELATIVE_DEPTHCLIP  # --relative npy: no DepthCLIP
         model = options.build_monoclip(args) if depthclip else None
         normalize = options.normalization(args, model) if depthclip else None
         alignment = relative.PhotoAlignment(args, model) if args.relative else None

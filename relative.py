@@ -20,12 +20,12 @@ import os
 import numpy as np
 import torch
 
+import options
 import rsa
 from calculate_error import ZEROSHOT_METRICS, aligned, zeroshot_errors
+from clip_runtime import FrozenCLIP
 from datasets import KITTIEigen, NYUDepthV2, captions, drive_of, kitti, nyu, scene_of, void, zeroshot
 
-DEPTHCLIP = "depthclip"
-NPY = "npy:"
 RSA_DATASETS = ("NYU", "KITTI", "VOID")  # what rsa.RSA_PROTOCOLS scores
 ALIGN = "language"  # eval.py --align: RSA's
 
@@ -33,15 +33,6 @@ ALIGN = "language"  # eval.py --align: RSA's
 def run_name(args):
     """The results table's name of a --relative run: rsa (language), or the --align that put it into metres."""
     return {ALIGN: "rsa", "none": "relative"}.get(args.align, f"relative+{args.align}")
-
-
-def parse_source(text):
-    """--relative: 'npy:PATH' -> ('npy', PATH), 'depthclip' -> ('depthclip', None); ValueError otherwise."""
-    if text == DEPTHCLIP:
-        return DEPTHCLIP, None
-    if text.startswith(NPY) and len(text) > len(NPY):
-        return "npy", text[len(NPY):]
-    raise ValueError(f"--relative {text!r}: give npy:DIR (one .npy per image; predict.py: npy:FILE) or depthclip")
 
 
 def npy_path(folder, image_path):
@@ -99,9 +90,8 @@ class PhotoAlignment:
     """predict.py --relative: one caption's scale and shift (found once, printed) applied to each photo's map."""
 
     def __init__(self, args, model=None):
-        from clip_runtime import FrozenCLIP
         self.source, self.location = args.relative
-        self.kind = "depth" if self.source == DEPTHCLIP else args.relative_kind
+        self.kind = "depth" if self.source == options.RELATIVE_DEPTHCLIP else args.relative_kind
         if self.source == "npy" and not os.path.exists(self.location):
             raise ValueError(f"--relative npy:{self.location}: no such file or folder; give the image's .npy map")
         backbone = model.backbone if model is not None else FrozenCLIP(args.clip_model, device=args.device,
@@ -120,7 +110,7 @@ class PhotoAlignment:
 
     def depth(self, path, image, depthclip_depth=None, single=True):
         """(H, W) float32 metres of one photo (PIL image, its own size): 1 / (s * r + t) (rsa.metric_depth)."""
-        if self.source == DEPTHCLIP:
+        if self.source == options.RELATIVE_DEPTHCLIP:
             relative = np.asarray(depthclip_depth, np.float32)
             rsa.check_relative(relative, self.kind, path)
         else:
@@ -136,7 +126,7 @@ class Relative:
     def __init__(self, args):
         self.args = args
         self.source, self.location = args.relative
-        self.kind = "depth" if self.source == DEPTHCLIP else args.relative_kind
+        self.kind = "depth" if self.source == options.RELATIVE_DEPTHCLIP else args.relative_kind
         self.align = args.align
         self.scales = {}  # index -> (scale, shift) of language alignment, for the rows
         self.language = None
@@ -154,7 +144,7 @@ class Relative:
     def open_dataset(self, r):
         """r.dataset, scene_of, errors, metric_names, dataset_config for --relative (see eval.open_dataset)."""
         args = self.args
-        with_rgb = self.source == DEPTHCLIP
+        with_rgb = self.source == options.RELATIVE_DEPTHCLIP
         if args.dataset == "NYU":
             data_path = args.data_path or nyu.DEFAULT_DATA_PATH
             r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
@@ -205,10 +195,8 @@ class Relative:
 
     def load(self, device):
         """Models: DepthCLIP for --relative depthclip, the caption encoder and LanScale for --align language."""
-        import options
-        from clip_runtime import FrozenCLIP
         backbone = None
-        if self.source == DEPTHCLIP:
+        if self.source == options.RELATIVE_DEPTHCLIP:
             self.model = options.build_monoclip(self.args, device)
             self.dataset.normalize = options.normalization(self.args, self.model)
             self.dataset.stride = self.model.stride
@@ -219,7 +207,7 @@ class Relative:
 
     def maps(self, rgb, files, indices):
         """(B, H, W) float32 relative maps of a batch (one size within a batch)."""
-        if self.source == DEPTHCLIP:
+        if self.source == options.RELATIVE_DEPTHCLIP:
             with torch.inference_mode():
                 depth = self.model.predict(rgb, not self.args.no_flip, self.frame(indices[0]))
             return depth[:, 0].float().cpu()
@@ -270,7 +258,7 @@ class Relative:
 
     def config(self):
         """The results' config of the relative source and its alignment."""
-        source = {"relative": DEPTHCLIP if self.source == DEPTHCLIP else f"npy:{os.path.abspath(self.location)}",
+        source = {"relative": options.RELATIVE_DEPTHCLIP if self.source == options.RELATIVE_DEPTHCLIP else f"npy:{os.path.abspath(self.location)}",
                   "relative_kind": self.kind, "align": self.align}
         if self.model is not None:
             source["depthclip"] = self.model.config()

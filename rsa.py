@@ -29,9 +29,7 @@ from torch import nn
 
 import files
 from datasets import kitti
-
-RSA_REPO = "Adonis-galaxy/RSA"
-RSA_COMMIT = "7e88bc22b4091f17f6ae115a36372f5e405dfd39"  # the commit of their repository this module was read from
+from datasets.captions import RSA_COMMIT  # the commit of their repository this module was read from
 TEXT_WIDTH = 1024  # RN50's text embedding: their LanScaleModel(text_feat_dim=1024) and clip.load("RN50")
 TRAIN_EPS = 1e-8  # train_3d.py's EPS: added to s * r + t in training only; their evaluation adds nothing
 KINDS = ("disparity", "depth")  # what a relative map holds (--relative_kind)

@@ -15,6 +15,9 @@ The image path is the first field of a split-list line (NYU: 'bathroom/rgb_00045
 import os
 import random
 
+RSA_REPO = "Adonis-galaxy/RSA"
+RSA_COMMIT = "7e88bc22b4091f17f6ae115a36372f5e405dfd39"  # the commit of their repository rsa.py, train_scale.py and
+# this module were read from, and whose caption files prepare_captions fetches
 CAPTIONS_PER_IMAGE = 15  # lines of every text_all file; their training draws random.randint(0, 14)
 KINDS = ("text_all", "seg_txt_panoptic")
 DATASETS = {"NYU": "nyu", "KITTI": "kitti", "VOID": "void"}  # eval.py's --dataset -> their folder name

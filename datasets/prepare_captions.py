@@ -5,7 +5,7 @@
     python -m datasets.prepare_captions --download   # fetch their repository's archive (resumable), keep the text
 
 --root defaults to datasets/RSA_text (eval.py --captions' default). The download is GitHub's archive of
-github.com/Adonis-galaxy/RSA at rsa.RSA_COMMIT (about 200 MB, no published checksum); of it only RSA/text/text_all,
+github.com/Adonis-galaxy/RSA at RSA_COMMIT (about 200 MB, no published checksum); of it only RSA/text/text_all,
 RSA/text/seg_txt_panoptic (195,486 small files, about 150 MB) and RSA/data_splits/void (VOID's lists) are kept,
 as <root>/text_all, <root>/seg_txt_panoptic and <root>/data_splits/void. --splits test keeps only the test captions
 (2,106 per kind). The checks count caption files against the evaluated lists: NYU's 654 test images, KITTI's 652
@@ -21,8 +21,8 @@ if __name__ == "__main__" and not __package__:  # run by its path: import from t
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import cli
-import rsa
 from datasets import captions, kitti, nyu, void
+from datasets.captions import RSA_COMMIT, RSA_REPO
 from downloads import download
 
 CODELOAD = "https://codeload.github.com"  # GitHub's archive server: <server>/<owner>/<repo>/tar.gz/<commit>
@@ -32,7 +32,7 @@ KEPT = {"RSA/text/text_all/": "text_all/", "RSA/text/seg_txt_panoptic/": "seg_tx
 
 
 def archive_url(mirror=CODELOAD):
-    return f"{mirror}/{rsa.RSA_REPO}/tar.gz/{rsa.RSA_COMMIT}"
+    return f"{mirror}/{RSA_REPO}/tar.gz/{RSA_COMMIT}"
 
 
 def image_paths(dataset, split, root):
@@ -100,7 +100,7 @@ def unpack(archive, root, splits):
             count += 1
     if not count:
         raise ValueError(f"{archive} holds none of their caption folders (RSA/text/text_all, ...); is it their "
-                         f"repository's archive at {rsa.RSA_COMMIT[:7]}?")
+                         f"repository's archive at {RSA_COMMIT[:7]}?")
     return count
 
 
@@ -122,12 +122,12 @@ def main(argv=None):
         p.error(f"--splits {args.splits}: give test, train or test,train")
     url = archive_url(args.mirror)
     if args.urls:
-        print(f"{url}  (github.com/{rsa.RSA_REPO} at {rsa.RSA_COMMIT}: RSA/text/text_all, RSA/text/seg_txt_panoptic, "
+        print(f"{url}  (github.com/{RSA_REPO} at {RSA_COMMIT}: RSA/text/text_all, RSA/text/seg_txt_panoptic, "
               f"RSA/data_splits/void)")
         return 0
     if args.download:
         with cli.output_dir(args.root, "--root"):
-            target = download(url, os.path.join(args.root, f"RSA-{rsa.RSA_COMMIT[:7]}.tar.gz"),
+            target = download(url, os.path.join(args.root, f"RSA-{RSA_COMMIT[:7]}.tar.gz"),
                               hint="check the network, or fetch it by hand (--urls) and place it there", resume=True)
             count = unpack(target, args.root, splits)
             os.remove(target)

@@ -340,7 +340,7 @@ def caption_server(tmp_path_factory):
     import threading
     from datasets import prepare_captions
     served = tmp_path_factory.mktemp("served")
-    archive = served / rsa.RSA_REPO / "tar.gz" / rsa.RSA_COMMIT
+    archive = served / captions.RSA_REPO / "tar.gz" / rsa.RSA_COMMIT
     archive.parent.mkdir(parents=True)
     top = f"RSA-{rsa.RSA_COMMIT}/RSA"
     with tarfile.open(archive, "w:gz") as tar:
@@ -367,7 +367,7 @@ def test_prepare_captions_urls_download_and_check(caption_server, tmp_path, caps
     from datasets import prepare_captions
     root = tmp_path / "RSA_text"
     assert prepare_captions.main(["--urls"]) == 0
-    assert f"https://codeload.github.com/{rsa.RSA_REPO}/tar.gz/{rsa.RSA_COMMIT}" in capsys.readouterr().out
+    assert f"https://codeload.github.com/{captions.RSA_REPO}/tar.gz/{rsa.RSA_COMMIT}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         prepare_captions.main(["--check", "--root", str(root), "--splits", "test"])
     assert "text_all NYU test: 0 of 654 caption files" in capsys.readouterr().out
