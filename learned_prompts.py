@@ -32,8 +32,9 @@ import torch
 
 import clip
 import files
+from calculate_error import AUTY_DEPTH_RANGE
 from clip.clip import checkpoint_sha256
-from monoclip import PROMPT_SETS, TEMPERATURE, EncodedPrompts
+from monoclip import BIN_SETS, PROMPT_SETS, TEMPERATURE, EncodedPrompts
 
 TEMPLATES = {  # their lang_strat.templates
     "paper": "This {object} is {depth}",
@@ -52,7 +53,7 @@ DEPTH_WORDS = {  # their lang_strat.depth_tokens made of words; "learned-static-
     "colour-7": ["very red", "red", "slightly red", "neither red nor green", "slightly green", "green", "very green"],
 }
 OBJECT_WORDS = {"paper": "object"}  # their lang_strat.object_tokens; "learned-static-1" is one learned token
-DEPTH_RANGES = {"nyu": (0.001, 10.0), "kitti": (0.001, 80.0)}  # their params' min_depth, max_depth (metres)
+DEPTH_RANGES = {name.lower(): depth_range for name, depth_range in AUTY_DEPTH_RANGE.items()}  # their params' datasets
 PARAMS_KEYS = {  # every key their params YAML may hold: the keys of their params/*.yaml at 1583acf and those their
     # code reads (args.<section>.<key>, .get("<key>")); any other is a typo that their OmegaConf would carry silently
     "": {"adabins", "basic", "depthclip", "hardware", "kitti", "loss", "model", "nyu", "optimizer", "paths"},
@@ -92,7 +93,7 @@ def bin_centres(preset, depth_range=DEPTH_RANGES["nyu"]):
     """Their depth_bin_centres presets -> [metres]: 'paper', 'dset-even-N' (N even bins' centres over the dataset's
     [min, max]), 'dset-log-N' (even in log depth), 'const80-log-N' (even in log over [0.001, 80]). ValueError else."""
     if preset == "paper":
-        return [1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00]
+        return list(BIN_SETS["paper"])
     match = re.fullmatch(r"(dset|const80)-(even|log)-(\d+)", preset)
     if not match or match.group(1, 2) == ("const80", "even"):
         raise ValueError(f"unknown bin-centre preset {preset!r}; their code has paper, dset-even-N, dset-log-N, "
@@ -445,11 +446,18 @@ def from_auty(ckpt_path, params_path, flag="--prompts", config_flag="--prompts_c
             rows.append(state[key].reshape(-1))
         tokens[group] = torch.stack(rows) if rows else torch.zeros(0, 1)
     prefix = "model.clip.visual."
-    visual = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix) and
-              key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")} or None
+    visual = batchnorm_statistics({key[len(prefix):]: value for key, value in state.items()
+                                   if key.startswith(prefix)}) or None
     source = {"file": os.path.abspath(ckpt_path), "params": os.path.abspath(params_path), "backbone": backbone,
               "checkpoint_sha256": backbone_sha256(backbone)}
     return LearnedPrompts(template, depth, object_word, bins, tokens, TEMPERATURE, visual, depth_range, source)
+
+
+def batchnorm_statistics(state):
+    """The BatchNorm statistics of an image tower's state dict (running mean, variance, count: what their training,
+    which leaves CLIP in train mode, adapts)."""
+    return {key: value for key, value in state.items()
+            if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
 
 
 def backbone_sha256(backbone):

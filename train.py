@@ -693,8 +693,8 @@ def train(args, rank=0, world=1, device=None):
 
 def batchnorm_state(model):
     """The image tower's BatchNorm statistics (running mean, variance, count), as their training adapts them."""
-    return {key: value.detach().clone() for key, value in model.clip.visual.state_dict().items()
-            if key.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+    return {key: value.detach().clone() for key, value in
+            learned_prompts.batchnorm_statistics(model.clip.visual.state_dict()).items()}
 
 
 def config_file(argv):

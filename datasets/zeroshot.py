@@ -28,11 +28,13 @@ import torch
 from PIL import Image
 
 from .images import DataError, depth_values, open_image, read_list, resized_input
+from .nyu import BTS_EIGEN_CROP
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LISTS = os.path.join(HERE, "lists")
 MARIGOLD_DATA = "https://share.phys.ethz.ch/~pf/bingkedata/marigold/evaluation_dataset"  # their README's server
-ZOEDEPTH_BOX = (45, 471, 41, 601)  # rows, cols: ZoeDepth's "eigen_crop" for every non-KITTI dataset (misc.py)
+ZOEDEPTH_BOX = BTS_EIGEN_CROP  # rows 45:471, cols 41:601: ZoeDepth's "eigen_crop" for every non-KITTI dataset
+# (misc.py), BTS's numbers
 
 
 @dataclass(frozen=True)
