@@ -169,6 +169,7 @@ class NYUTraining:
     def __init__(self, args):
         self.dataset = NYUDepthV2(args.data_path, train_list(args), normalize=args.normalize, split=args.train_split,
                                   with_rgb=not args.cache, list_flag="--trainfile")
+        self.warned = set()  # (depth file, what) said once in this run
 
     def depth_file(self, index):
         return os.path.join(self.dataset.root, self.dataset.pairs[index][1])
@@ -201,6 +202,7 @@ class KITTITraining:
     def __init__(self, args):
         self.dataset = KITTIEigen(args.data_path, args.gt_path, train_list(args), normalize=args.normalize,
                                   with_rgb=not args.cache, list_flag="--trainfile")
+        self.warned = set()  # (depth file, what) said once in this run
 
     def depth_file(self, index):
         return os.path.join(self.dataset.gt_root, self.dataset.pairs[index][1])
@@ -409,21 +411,19 @@ def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, 
     scored = [row for row in rows if all(math.isfinite(row[name]) for name in ["silog", *METRICS])]
     for row in rows:
         if row not in scored:
-            warn_once(data.dataset.pairs[row["index"]][1], "held out but has no pixel with valid ground truth in the "
-                      "scored region: left out of the validation means", rank)
+            warn_once(data, row["index"], "held out but has no pixel with valid ground truth in the scored region: "
+                      "left out of the validation means", rank)
     if not scored:
         raise ValueError(f"none of the {len(rows)} held-out images has a pixel with valid ground truth in the scored "
                          f"region; check the depth files or raise --val_count")
     return {name: float(np.mean([row[name] for row in scored])) for name in ["silog", *METRICS]}
 
 
-WARNED = set()
-
-
-def warn_once(file, what, rank=0):
-    """One stderr line per (file, what) in a run, from rank 0."""
-    if rank == 0 and (file, what) not in WARNED:
-        WARNED.add((file, what))
+def warn_once(data, index, what, rank=0):
+    """One stderr line per (depth file, what) in a run (data.warned holds what was said), from rank 0."""
+    file = data.dataset.pairs[index][1]
+    if rank == 0 and (file, what) not in data.warned:
+        data.warned.add((file, what))
         tqdm.write(f"warning: {file}: {what}", file=sys.stderr)
 
 
@@ -664,7 +664,7 @@ def train(args, rank=0, world=1, device=None):
             patches, grid, gt = batch(args, run, features, ground_truth, augmented, chosen, epoch, flips)
             for index, seen in zip(chosen.tolist(), gt.flatten(1).gt(MIN_DEPTH).any(1).tolist()):
                 if not seen:
-                    warn_once(run.data.dataset.pairs[run.train_idx[index]][1], "no pixel with valid ground truth in "
+                    warn_once(run.data, run.train_idx[index], "no pixel with valid ground truth in "
                               "the region the model sees: it adds nothing to the loss", rank)
             global_step = epoch * run.steps_per_epoch + i + 1
             loss, rate = step(args, run, patches, grid, gt, world, f"epoch {epoch + 1}, step {i + 1}")
