@@ -6,8 +6,9 @@
     backbone.stride         input pixels per patch (32 for a ResNet, the patch size for a ViT)
 
 What it decides: the device (CUDA when present) and precision (fp16 on CUDA, as the authors ran it; fp32 on a
-CPU; bf16 under autocast on request); speed-ups that keep the numbers (BatchNorm folded into its convolution,
-channels_last, one view per pass on a CPU); and the settings that results files and the feature cache record
+CPU; bf16 under autocast on request); speed-ups that keep the numbers (BatchNorm folded into its convolution and
+channels_last, both only where BatchNorm runs in eval mode; one view per pass on a CPU, never in train mode); and
+the settings that results files and the feature cache record
 (checkpoint SHA256, precision, device). monoclip.py holds the method and asks this module only to load and run.
 """
 import contextlib
