@@ -299,11 +299,8 @@ def read_init(args):
     PARAMS.yaml (the run it came from); None without --init."""
     if not args.init:
         return None
-    if args.init.endswith(".ckpt"):
-        if not args.config:
-            raise ValueError(f"--init {args.init} is a PyTorch Lightning checkpoint: give the params YAML it was "
-                             f"trained with as --config PARAMS.yaml")
-        return learned_prompts.from_auty(args.init, args.config, flag="--init")
+    if args.init.endswith(".ckpt"):  # with --config: options.check_train_arguments
+        return learned_prompts.from_auty(args.init, args.config, flag="--init", config_flag="--config")
     return learned_prompts.LearnedPrompts.load(args.init, flag="--init")
 
 
@@ -344,11 +341,10 @@ class Features:
         both = [self.memo(("features", i), lambda: read(i), lambda v: v[0].nbytes) for i in indices]
         return [b[0] for b in both], both[0][1]
 
-    def __call__(self, indices, mirror=None):
+    def __call__(self, indices, mirror):
         """-> ((B, hw, C), grid): each image's features, its mirror image's where mirror (B,) says so. The tower
         sees the chosen views in one pass, so that with --bn train BatchNorm normalizes over the batch and moves its
         statistics once per step, as their training step does."""
-        mirror = torch.zeros(len(indices), dtype=torch.bool) if mirror is None else mirror
         if self.cache is not None:
             both, grid = self.cached(indices)
             return torch.stack([views[int(m)] for views, m in zip(both, mirror)]), grid
@@ -408,9 +404,11 @@ def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, 
         gathered = [None] * world
         dist.all_gather_object(gathered, rows)
         rows = [row for part in gathered for row in part]
-    scored = [row for row in rows if all(math.isfinite(row[name]) for name in ["silog", *METRICS])]
+    scored = []
     for row in rows:
-        if row not in scored:
+        if all(math.isfinite(row[name]) for name in ["silog", *METRICS]):
+            scored.append(row)
+        else:
             warn_once(data, row["index"], "held out but has no pixel with valid ground truth in the scored region: "
                       "left out of the validation means", rank)
     if not scored:
@@ -559,8 +557,8 @@ def batch(args, run, features, ground_truth, augmented, chosen, epoch, flips):
     """This process's share of one step's images -> ((B, hw, C) patch features, grid, (B, 1, H, W) ground truth in
     metres, in the region the model sees), each image mirrored where the epoch's draw says so (--augment flip)."""
     indices = [run.train_idx[i] for i in chosen]
-    if not indices:
-        return torch.zeros(0), None, torch.zeros(0)
+    if not indices:  # a process whose share of a last, small batch is empty (torchrun)
+        return torch.zeros(0), None, torch.zeros(0, 1, 1, 1)
     if args.augment == "full":
         return augmented(indices, epoch)
     mirror = flips[chosen] < 0.5 if args.augment == "flip" else torch.zeros(len(indices), dtype=torch.bool)
@@ -577,7 +575,8 @@ def step(args, run, patches, grid, gt, world, where):
     moves, so that the epochs keep their learning rates)."""
     encoded = run.prompts.encode(run.model.clip, run.model.backbone.tokenize)
     pred = depth_head(patches.float(), grid, encoded) if len(gt) else torch.zeros(0)
-    loss = global_silog(pred, gt, gt > MIN_DEPTH, world, run.parameters[0].sum())
+    anchor = sum(t.sum() for t in run.parameters)  # an empty share still gives every token a (zero) gradient
+    loss = global_silog(pred, gt, gt > MIN_DEPTH, world, anchor)
     if loss is None:
         run.scheduler.step()
         return None, None
