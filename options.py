@@ -5,6 +5,7 @@ import argparse
 import os
 
 import open_clip_adapter
+import rsa
 from cli import ArgumentParser, bounded, require
 from clip_runtime import PRECISIONS
 from graph_runtime import AUTO_ORDER, RUNTIMES
@@ -32,7 +33,6 @@ PROTOCOLS = {
            "the 352x1216 benchmark box), prediction clamped to [0.2, max], 0.2 < gt < max (NYU 10, KITTI 80, VOID 5)",
 }
 DATASETS = ["NYU", "KITTI", "VOID", *zeroshot.PROTOCOLS]  # eval.py --dataset
-RELATIVE_KINDS = ("disparity", "depth")  # --relative_kind (rsa.KINDS)
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
@@ -299,7 +299,7 @@ def add_relative_arguments(p, npy, caption_folder=True):
     group = p.add_argument_group("relative depth and RSA's language alignment (docs/rsa.md)")
     group.add_argument("--relative", metavar="SOURCE", type=relative_source, help=f"npy:PATH: {npy}; depthclip: "
                        "DepthCLIP's own map (a depth). Scored after --align")
-    group.add_argument("--relative_kind", default="disparity", choices=RELATIVE_KINDS, help="what the .npy maps hold: "
+    group.add_argument("--relative_kind", default="disparity", choices=rsa.KINDS, help="what the .npy maps hold: "
                        "disparity (inverse depth, as DPT, MiDaS and Depth Anything output), or depth (inverted first)")
     group.add_argument("--scale_model", metavar="FILE", help="--align language: a LanScale file (RSA's checkpoint, or "
                        "a .safetensors from train_scale.py)")
@@ -331,7 +331,7 @@ def check_relative_arguments(p, args):
         p.error("--align language needs --scale_model FILE (a LanScale: RSA's checkpoint or train_scale.py's)")
     if args.scale_model and args.align != "language":
         p.error("--scale_model is for --align language")
-    if args.relative and args.relative[0] == "depthclip" and args.relative_kind != "disparity":
+    if args.relative and args.relative[0] == RELATIVE_DEPTHCLIP and args.relative_kind != "disparity":
         p.error("--relative depthclip is a depth already; leave out --relative_kind")
 
 
@@ -377,7 +377,7 @@ def parse_eval_args(argv=None):
 
 def check_relative_run(p, args):
     """eval.py --relative: RSA's protocol by default on its datasets (NYU, KITTI, VOID), the suite's own elsewhere."""
-    rsa_datasets = ("NYU", "KITTI", "VOID")
+    rsa_datasets = list(rsa.RSA_PROTOCOLS)  # NYU, KITTI, VOID
     if args.sweep or args.img_save or args.method != "monoclip":
         p.error("--relative takes no --sweep, --img_save or --method baseline")
     args.protocol = args.protocol or ("rsa" if args.dataset in rsa_datasets else "depthclip")
@@ -446,7 +446,7 @@ def check_predict_relative(p, args):
                 "--caption TEXT")
     if not args.relative and (args.scale_model or args.caption):
         p.error("--scale_model and --caption go with --relative npy:FILE (or depthclip)")
-    if args.relative and args.relative[0] == "depthclip" and args.relative_kind != "disparity":
+    if args.relative and args.relative[0] == RELATIVE_DEPTHCLIP and args.relative_kind != "disparity":
         p.error("--relative depthclip is a depth already; leave out --relative_kind")
     if args.caption is not None and not args.caption.strip():
         p.error("--caption is empty; describe the scene in a sentence")

@@ -26,7 +26,6 @@ from calculate_error import ZEROSHOT_METRICS, aligned, zeroshot_errors
 from clip_runtime import FrozenCLIP
 from datasets import KITTIEigen, NYUDepthV2, captions, drive_of, kitti, nyu, scene_of, void, zeroshot
 
-RSA_DATASETS = ("NYU", "KITTI", "VOID")  # what rsa.RSA_PROTOCOLS scores
 ALIGN = "language"  # eval.py --align: RSA's
 
 
