@@ -63,6 +63,11 @@ def read_map(path, kind, expected, where):
     return relative
 
 
+def kind_of(args):
+    """What the relative maps hold: DepthCLIP's own map is a depth; .npy maps hold --relative_kind."""
+    return "depth" if args.relative[0] == options.RELATIVE_DEPTHCLIP else args.relative_kind
+
+
 class Language:
     """RSA's scale and shift from captions: the caption encoder on a FrozenCLIP and a LanScale file.
 
@@ -90,7 +95,7 @@ class PhotoAlignment:
 
     def __init__(self, args, model=None):
         self.source, self.location = args.relative
-        self.kind = "depth" if self.source == options.RELATIVE_DEPTHCLIP else args.relative_kind
+        self.kind = kind_of(args)
         if self.source == "npy" and not os.path.exists(self.location):
             raise ValueError(f"--relative npy:{self.location}: no such file or folder; give the image's .npy map")
         backbone = model.backbone if model is not None else FrozenCLIP(args.clip_model, device=args.device,
@@ -125,7 +130,7 @@ class Relative:
     def __init__(self, args):
         self.args = args
         self.source, self.location = args.relative
-        self.kind = "depth" if self.source == options.RELATIVE_DEPTHCLIP else args.relative_kind
+        self.kind = kind_of(args)
         self.align = args.align
         self.scales = {}  # index -> (scale, shift) of language alignment, for the rows
         self.language = None
