@@ -39,7 +39,8 @@ import cli
 import clip
 import eval as evaluation
 import options
-from calculate_error import NYU_METRICS, per_image_errors_NYU
+from calculate_error import score
+from protocols import NYU_METRICS
 from clip_runtime import pick_device, pick_precision
 from datasets import NYUDepthV2
 from datasets.nyu import INPUT_SIZE
@@ -133,7 +134,7 @@ def authors_loop(model, dataset):
             depth = model(rgb)
             depth_flip = model(torch.flip(rgb, [3])).flip(3)
             depth = F.interpolate(0.5 * (depth + depth_flip), size=list(INPUT_SIZE), mode="bilinear", align_corners=True)
-        rows.append({name: value.item() for name, value in per_image_errors_NYU(gt, depth).items()})
+        rows.append({name: value.item() for name, value in score(gt, depth, "nyu_depthclip").items()})
     synchronize(model.device)
     return rows
 

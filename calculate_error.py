@@ -1,63 +1,60 @@
-"""Depth metrics: NYU Depth V2 as the DepthCLIP authors computed them, and KITTI's two protocols.
+"""Depth metrics as each source computes them, the alignments applied before them, and the scoring of a batch as
+a protocol's row says (protocols.py: which pixels, crop, clamp and arithmetic). eval.py, train.py's validation, the
+zero-shot suite and train_scale.py's validation score through score(). Means over images are plain means of the
+per-image rows.
 
-Every metric is computed per image over its valid pixels and then averaged over images, whatever the batch
-size. Optionally (median_scale) each prediction is first scaled by median(gt) / median(prediction) over its
-valid pixels, as monodepth2's evaluation does, to separate "orders depth correctly" from "knows metres".
-
-Ground truth of NaN or +-inf is never a valid pixel, and an image without a valid pixel (or whose alignment is
-undefined: a median prediction of 0) gets a row of NaN, never an exception or a division-by-zero warning;
-eval.py's split_unscored leaves such rows out of the means and lists them under `unscored`.
+    score(gt, pred, protocol, align)               a batch -> {metric: (B,)}
+    errors(gt, pred, names, arithmetic)            one image's valid pixels -> {metric: float}
+    aligned(gt, pred, valid, how)                  --align: none, median, lstsq, lstsq_disparity
 """
+import dataclasses
 import math
 
 import numpy as np
 import torch
 
 from datasets import kitti, nyu
-from datasets.images import MIN_DEPTH
+from protocols import DEPTHCLIP, METRICS, PROTOCOLS
 
-METRICS = ["abs_diff", "a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel"]  # per image, both datasets
-NYU_METRICS = METRICS
 TABLE_COLUMNS = [("δ1", "a1"), ("δ2", "a2"), ("δ3", "a3"), ("rel", "abs_rel"), ("log10", "log10"),
                  ("rmse", "rmse")]  # the paper's table: each column's title and metric
 
 
-def score(gt, pred, cap, median_scale=False):
-    """gt, pred: (N,) one image's valid pixels -> {metric: scalar} (and 'scale' with median_scale).
+def errors(gt, pred, names=METRICS, arithmetic=DEPTHCLIP):
+    """gt, pred: (N,) metres, one image's valid pixels, clamped as its protocol says -> {metric: float} for names.
 
-    Float64 sums, so neither batching nor pixel order can change a digit; an image with no valid pixel gets
-    NaN for every metric, as in the authors' code, and so does one whose median scale is undefined.
-    Both are clamped to [MIN_DEPTH = 1e-3, cap] after any scaling.
-    """
-    scale = median_ratio(gt.cpu().numpy(), pred.cpu().numpy()) if median_scale else None
-    if gt.numel() == 0 or (median_scale and math.isnan(scale)):  # a NaN row (a NaN scale alone would leave the
-        # thresholds' shares at 0, not NaN)
-        metrics = dict.fromkeys(METRICS, torch.tensor(math.nan, dtype=torch.float64, device=gt.device))
-    else:
-        metrics = mean_errors(gt.clamp(MIN_DEPTH, cap), (pred * scale if median_scale else pred).clamp(MIN_DEPTH, cap))
-    if median_scale:
-        metrics["scale"] = torch.tensor(scale, dtype=torch.float64)
-    return metrics
+    a1..a3: the share of pixels whose max(gt / pred, pred / gt) is below 1.25, 1.25², 1.25³; abs_rel mean(|gt - pred| /
+    gt); sq_rel mean((gt - pred)² / gt); rmse; rmse_log; log10 mean(|log10 gt - log10 pred|); silog the standard
+    deviation of log pred - log gt, x100 (Marigold's, ZoeDepth's and RSA's); i_rmse in 1/m; abs_diff mean(|gt - pred|)
+    in metres. arithmetic: the source's dtypes (see Arithmetic). No pixel: NaN for every metric."""
+    if len(gt) == 0:
+        return dict.fromkeys(names, math.nan)
+    gt, pred = np.asarray(gt, dtype=arithmetic.gt), np.asarray(pred, dtype=arithmetic.pred)
 
-
-def mean_errors(gt, pred):
-    """gt, pred: (N,) clamped, N > 0 -> {metric: float64 scalar}: each metric's mean over the pixels."""
     def mean(x):
-        return x.sum(dtype=torch.float64) / x.numel()
+        return np.mean(x, dtype=arithmetic.means)
 
-    ratio = torch.maximum(gt / pred, pred / gt)
+    def share(below):  # a count over N: exact in float64 whatever the arithmetic
+        return np.mean(below, dtype=np.float64)
+
+    ratio_gt, ratio_pred = gt.astype(arithmetic.ratio), pred.astype(arithmetic.ratio)
+    ratio = np.maximum(ratio_gt / ratio_pred, ratio_pred / ratio_gt)
     diff = gt - pred
-    return {
-        "abs_diff": mean(diff.abs()),
-        "a1": mean(ratio < 1.25),
-        "a2": mean(ratio < 1.25 ** 2),
-        "a3": mean(ratio < 1.25 ** 3),
-        "abs_rel": mean(diff.abs() / gt),
-        "log10": mean((torch.log10(gt) - torch.log10(pred)).abs()),
-        "rmse": mean(diff ** 2).sqrt(),
-        "rmse_log": mean((torch.log(gt) - torch.log(pred)) ** 2).sqrt(),
-        "sq_rel": mean(diff ** 2 / gt),
+    log_diff = np.log(pred) - np.log(gt)
+    everything = {
+        "a1": lambda: share(ratio < 1.25),
+        "a2": lambda: share(ratio < 1.25 ** 2),
+        "a3": lambda: share(ratio < 1.25 ** 3),
+        "abs_rel": lambda: mean(np.abs(diff) / gt),
+        "log10": lambda: mean(np.abs(np.log10(pred) - np.log10(gt))),
+        "rmse": lambda: np.sqrt(mean(diff ** 2)),
+        "rmse_log": lambda: np.sqrt(mean(log_diff ** 2)),
+        "sq_rel": lambda: mean(diff ** 2 / gt),
+        "silog": lambda: np.sqrt(mean(log_diff ** 2) - mean(log_diff) ** 2) * 100,
+        "i_rmse": lambda: np.sqrt(mean((1 / pred - 1 / gt) ** 2)),
+        "abs_diff": lambda: mean(np.abs(diff)),
     }
+    return {name: float(everything[name]()) for name in names}
 
 
 def median_ratio(gt, pred):
@@ -70,112 +67,7 @@ def median_ratio(gt, pred):
     return float(np.median(gt) / denominator) if denominator != 0 else float("nan")
 
 
-def stacked(rows):
-    """[{metric: scalar}] per image -> {metric: (B,) tensor}."""
-    return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
-
-
-def paste_into_frame(pred):
-    """(B, 1, 416, 544) -> (B, 1, 480, 640): the prediction placed where its crop came from (nyu.PASTE_BOX), zeros
-    around."""
-    top, bottom, left, right = nyu.PASTE_BOX
-    frame = pred.new_zeros(pred.shape[0], 1, *nyu.FRAME)
-    frame[:, :, top:bottom, left:right] = pred
-    return frame
-
-
-def per_image_errors_NYU(gt, pred, crop=True, median_scale=False):
-    """gt (B, 1, 480, 640) metres, pred (B, 1, 416, 544) metres -> {metric: (B,) tensor}.
-
-    The prediction is pasted back into the full frame (zeros elsewhere); a pixel counts where
-    1e-3 < gt < 10, pred > 1e-3 and, with crop, inside the Eigen crop rows 45:471, cols 46:601 (nyu.EIGEN_CROP, from
-    the authors' calculate_error.py); gt and pred are clamped to [1e-3, 10]. A NaN or +-inf gt fails the range
-    comparisons (as in the authors' code): that pixel is left out. An image without a valid pixel: NaN in its row.
-    """
-    gt, pred = gt[:, 0].float(), paste_into_frame(pred.float())[:, 0]
-    if crop:  # no pixel outside the Eigen crop counts: leave it out of the work too
-        top, bottom, left, right = nyu.EIGEN_CROP
-        gt, pred = gt[:, top:bottom, left:right], pred[:, top:bottom, left:right]
-    valid = (gt < nyu.MAX_DEPTH) & (gt > MIN_DEPTH) & (pred > MIN_DEPTH)
-    return stacked([score(g[v], p[v], nyu.MAX_DEPTH, median_scale) for g, p, v in zip(gt, pred, valid)])
-
-
-def compute_errors_NYU(gt, pred, crop=True):
-    """The batch mean of per_image_errors_NYU, as {metric: float}."""
-    return {name: value.mean().item() for name, value in per_image_errors_NYU(gt, pred, crop).items()}
-
-
-def kitti_errors(gt, pred, crop="garg", cap=kitti.CAP, median_scale=False):
-    """gt, pred: (H, W) metres, one image, one size -> {metric: scalar}: a pixel counts where 1e-3 < gt < cap
-    (cap finite, so a NaN or +-inf gt fails it, as in BTS's comparisons) and inside the named crop (kitti.CROPS'
-    fractions of this frame). No valid pixel: NaN for every metric."""
-    valid = (gt > MIN_DEPTH) & (gt < cap)
-    if kitti.CROPS[crop]:
-        top, bottom, left, right = kitti.CROPS[crop]
-        h, w = gt.shape
-        box = torch.zeros_like(valid)
-        box[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
-        valid &= box
-    return score(gt[valid], pred[valid], cap, median_scale)
-
-
-def per_image_errors_KITTI(gt, pred, frame_sizes, protocol="bts", crop="garg", cap=kitti.CAP, median_scale=False):
-    """gt (B, 1, H', W') full frames padded with zeros, pred (B, 1, 352, 1216) metres over the benchmark crop,
-    frame_sizes [(H, W)] each frame's true size -> {metric: (B,) tensor}.
-
-    protocol "bts": the prediction pasted into its full frame (zeros elsewhere) and scored there (BTS, AdaBins
-    and most follow-ups). protocol "authors": the ground truth cropped to the benchmark box and scored there, the
-    crop's fractions taken of that box (the DepthCLIP authors' inherited evaluation).
-    """
-    rows = []
-    for truth, depth, (h, w) in zip(gt[:, 0].float(), pred[:, 0].float(), frame_sizes):
-        box = kitti.benchmark_box(h, w)
-        if protocol == "bts":
-            frame = depth.new_zeros(h, w)
-            frame[box] = depth
-            rows.append(kitti_errors(truth[:h, :w], frame, crop, cap, median_scale))
-        else:
-            rows.append(kitti_errors(truth[box], depth, crop, cap, median_scale))
-    return stacked(rows)
-
-
-# ---------------------------------------------------------------- Auty & Mikolajczyk's protocol (--protocol auty2023)
-AUTY_DEPTH_RANGE = {"NYU": (MIN_DEPTH, nyu.MAX_DEPTH), "KITTI": (MIN_DEPTH, kitti.CAP)}  # their params' min/max depth
-
-
-def per_image_errors_auty(gt, pred, dataset="NYU", frame_sizes=None):
-    """gt (B, 1, H, W) metres, pred (B, 1, h, w) metres (each view clamped to the depth range before the flip
-    average, as their validation_step) -> {metric: (B,) tensor}, as their metrics/MetricsPreprocess.py scores:
-    pred upsampled bilinearly (align_corners=True) to the ground truth, NaN -> min and +-inf -> max depth, a pixel
-    counting where min < gt <= max (their cap is inclusive; a NaN or +-inf gt fails it) and inside NYU's crop rows
-    45:471, cols 41:601, or, on KITTI, Garg's fractions of the 352x1216 benchmark box that their loader crops the
-    ground truth to. Their rmse_log running average has no square root; here rmse_log is the root, as everywhere
-    else. No valid pixel: NaN for every metric."""
-    low, high = AUTY_DEPTH_RANGE[dataset]
-    rows = []
-    for i, (truth, depth) in enumerate(zip(gt[:, 0].float(), pred.float())):
-        if dataset == "KITTI":
-            truth = truth[kitti.benchmark_box(*frame_sizes[i])]
-        depth = torch.nn.functional.interpolate(depth[None], truth.shape, mode="bilinear", align_corners=True)[0, 0]
-        depth = depth.nan_to_num(nan=low, posinf=high, neginf=high)
-        valid = (truth > low) & (truth <= high)
-        region = torch.zeros_like(valid)
-        h, w = truth.shape
-        if dataset == "NYU":
-            top, bottom, left, right = nyu.BTS_EIGEN_CROP
-            region[top:bottom, left:right] = True
-        else:
-            top, bottom, left, right = kitti.CROPS["garg"]
-            region[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
-        valid &= region
-        rows.append(score(truth[valid], depth[valid], high))
-    return stacked(rows)
-
-
-# ---------------------------------------------------------------- the zero-shot suite (datasets/zeroshot.py)
-ALIGNMENTS = ("none", "median", "lstsq", "lstsq_disparity")  # --align
-ZEROSHOT_METRICS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", "a2", "a3", "i_rmse", "silog"]
-MARIGOLD_FLOOR = 1e-6  # metres: the last clip of every prediction in Marigold's eval.py (keeps logs finite)
+# ---------------------------------------------------------------- alignment (--align), before scoring
 DISPARITY_FLOOR = 1e-3  # Marigold's clip of an aligned disparity before inverting it ("avoid 0 disparity")
 
 
@@ -241,29 +133,96 @@ def inverse(depth):
     return out
 
 
-def zeroshot_errors(gt, pred, valid, clip):
-    """gt, pred: (H, W) metres (pred aligned), valid: (H, W) bool, clip: the dataset's (min, max) -> {metric: float}:
-    Marigold's metrics (src/util/metric.py; ZoeDepth's compute_errors are the same per image) over the valid pixels
-    of one image, after the prediction is clipped to the dataset's range and then to at least 1e-6, as their
-    eval.py does. silog is x100 as theirs; i_rmse is in 1/m. A pixel whose gt is NaN or +-inf is left out (our
-    extension, as in aligned); no valid pixel: NaN for every metric (Marigold's sums over 0 pixels are NaN too)."""
-    valid = valid & np.isfinite(gt)
-    if not valid.any():
-        return dict.fromkeys(ZEROSHOT_METRICS, float("nan"))
-    pred = np.clip(np.clip(pred, *clip), MARIGOLD_FLOOR, None)
-    g, p = torch.from_numpy(gt[valid]).double(), torch.from_numpy(np.ascontiguousarray(pred[valid])).double()
-    ratio = torch.maximum(p.float() / g.float(), g.float() / p.float())  # float32 as theirs: a pixel at a
-    # threshold falls on the same side
-    log_diff = torch.log(p) - torch.log(g)
-    return {
-        "abs_rel": ((p - g).abs() / g).mean().item(),
-        "sq_rel": ((p - g) ** 2 / g).mean().item(),
-        "rmse": ((p - g) ** 2).mean().sqrt().item(),
-        "rmse_log": (log_diff ** 2).mean().sqrt().item(),
-        "log10": (torch.log10(p) - torch.log10(g)).abs().mean().item(),
-        "a1": (ratio < 1.25).double().mean().item(),
-        "a2": (ratio < 1.25 ** 2).double().mean().item(),
-        "a3": (ratio < 1.25 ** 3).double().mean().item(),
-        "i_rmse": ((1 / p - 1 / g) ** 2).mean().sqrt().item(),
-        "silog": (((log_diff ** 2).mean() - log_diff.mean() ** 2).sqrt() * 100).item(),
-    }
+# ---------------------------------------------------------------- scoring a protocol's row (protocols.py)
+def score(gt, pred, protocol, align="none", frame_sizes=None, fits=None):
+    """gt (B, 1, H, W) metres as the dataset gives it (KITTI: frames padded with zeros; frame_sizes [(h, w)] their
+    true sizes), pred (B, 1, h, w) metres as predicted -> {metric: (B,) float64 tensor} in protocol.metrics (a Protocol
+    or its name), with 'scale' (and 'shift' for fits that have one) when aligned or protocol.reports_fit.
+
+    fits: [(scale, shift)] per image when pred is aligned already (RSA's language alignment). An image without a
+    valid pixel, or whose alignment is undefined, gets NaN for every metric (eval.py lists it under `unscored`).
+    ValueError when a "same"-placed prediction differs in size from its ground truth."""
+    protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    rows = []
+    for i, (truth, depth) in enumerate(zip(gt[:, 0], pred[:, 0].float())):
+        truth, depth = meet(truth, depth, protocol, frame_sizes[i] if frame_sizes else None)
+        rows.append(score_image(truth, depth, protocol, align, fits[i] if fits else None))
+    return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
+
+
+def meet(truth, depth, protocol, frame_size=None):
+    """One image's ground truth (H, W) and prediction (h, w) tensors -> (truth, prediction) numpy arrays on one
+    grid: the row's region of the ground truth, the prediction pasted into it or resized to it."""
+    if frame_size:
+        truth = truth[:frame_size[0], :frame_size[1]]
+    box = kitti.benchmark_box(*truth.shape) if protocol.dataset == "KITTI" else None
+    if protocol.truth_region == "kitti_box":
+        truth = truth[box]
+    if protocol.placement == "paste":  # into the frame, zeros around
+        if protocol.dataset == "KITTI":
+            frame = depth.new_zeros(truth.shape)
+            frame[box] = depth
+            depth = frame
+        else:
+            depth = nyu.paste_into_frame(depth)
+    elif protocol.placement == "resize":  # bilinear, align_corners=True, as Auty & Mikolajczyk's
+        depth = torch.nn.functional.interpolate(depth[None, None], truth.shape, mode="bilinear",
+                                                align_corners=True)[0, 0]
+    truth = truth.cpu().numpy()
+    return (truth if truth.dtype == np.float64 else truth.astype(np.float32)), depth.cpu().numpy()
+
+
+def valid_pixels(truth, depth, protocol):
+    """(H, W) bool: low < gt < high (<= high where max_inclusive), finite, inside the crop; the prediction above
+    prediction_above where the row says so."""
+    low, high = protocol.valid_range
+    valid = (truth > low) & ((truth <= high) if protocol.max_inclusive else (truth < high)) & np.isfinite(truth)
+    if protocol.prediction_above is not None:
+        valid &= depth > protocol.prediction_above
+    h, w = truth.shape
+    box = protocol.crop or (protocol.crop_fractions and tuple(
+        int(f * size) for f, size in zip(protocol.crop_fractions, (h, h, w, w))))
+    if box:
+        top, bottom, left, right = box
+        region = np.zeros_like(valid)
+        region[top:bottom, left:right] = True
+        valid &= region
+    return valid
+
+
+def score_image(truth, depth, protocol, align="none", fit=None):
+    """One image on one grid -> {metric: float}: valid pixels, alignment (or the given fit), NaN/inf, clamp,
+    calculate_error.errors. ValueError when the two differ in size."""
+    if np.shape(depth) != np.shape(truth):
+        raise ValueError(f"{protocol.name}: the prediction is {tuple(np.shape(depth))} but the protocol scores it "
+                         f"against a {tuple(np.shape(truth))} ground truth")
+    truth, depth = np.asarray(truth), np.asarray(depth)
+    valid = valid_pixels(truth, depth, protocol)
+    if fit is None:
+        depth, scale, shift = aligned(truth, depth, valid, align, protocol.align_max_resolution)
+    else:
+        scale, shift = fit
+    if not valid.any() or not (math.isfinite(scale) and math.isfinite(shift)):
+        metrics = dict.fromkeys(protocol.metrics, math.nan)
+    else:
+        depth = depth[valid]
+        if protocol.non_finite:
+            nan, posinf, neginf = protocol.non_finite
+            depth = np.nan_to_num(depth, nan=nan, posinf=posinf, neginf=neginf)
+        depth = np.clip(depth, *protocol.clamp).astype(depth.dtype)
+        if protocol.floor is not None:
+            depth = np.clip(depth, protocol.floor, None)
+        truth = np.clip(truth[valid], *protocol.clamp).astype(truth.dtype) if protocol.clamp_truth else truth[valid]
+        metrics = errors(truth, depth, protocol.metrics, protocol.arithmetic)
+    if protocol.reports_fit or fit is not None:
+        return {**metrics, "scale": scale, "shift": shift}
+    if align != "none":
+        return {**metrics, "scale": scale, **({"shift": shift} if align != "median" else {})}
+    return metrics
+
+
+def compute_errors_NYU(gt, pred, crop=True):
+    """gt (B, 1, 480, 640), pred (B, 1, 416, 544) metres -> {metric: float}: the batch mean of the DepthCLIP authors'
+    metrics (their calculate_error.py's name; the row nyu_depthclip, or, crop=False, without the Eigen crop)."""
+    row = PROTOCOLS["nyu_depthclip"] if crop else dataclasses.replace(PROTOCOLS["nyu_depthclip"], crop=None)
+    return {name: value.mean().item() for name, value in score(gt, pred, row).items()}

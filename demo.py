@@ -24,8 +24,11 @@ import photos
 import rsa
 import visualize
 from clip_runtime import check_dense_features
+from datasets.images import resolve_normalization
 from datasets.nyu import IMAGE_SIZE
-from monoclip import BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, prompt_softmax
+from learned_prompts import load_prompts, prompts_from
+from monoclip import (BIN_SETS, FEATURES, PROMPT_SETS, TEMPERATURE, TEMPLATES, DepthPrompts, MonoCLIP,
+                      prompt_softmax)
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 
@@ -72,7 +75,7 @@ class Playground:
             raise ValueError("upload an image first")
         image, flattened = photos.upright_rgb(image)
         if prompts_file or self.learned:
-            prompts = options.load_prompts(prompts_file) if prompts_file else self.learned
+            prompts = load_prompts(prompts_file) if prompts_file else self.learned
             prompts = dataclasses.replace(prompts, temperature=float(temperature))
         else:
             prompts = DepthPrompts(field(options.comma_list, words, "depth words", "have an empty item"),
@@ -195,12 +198,12 @@ def main(argv=None):
         import gradio  # noqa: F401
     except ImportError:
         raise RuntimeError("the playground needs gradio: pip install -r requirements-demo.txt") from None
-    model = options.build_monoclip(args)
+    model = MonoCLIP.from_settings(args, prompts_from(vars(args)))
     language = None
     if args.scale_model:
         import relative
         language = relative.Language(args.scale_model, model.backbone)
-    build_page(Playground(model, args.long_side, options.normalization(args, model), language)).launch(
+    build_page(Playground(model, args.long_side, resolve_normalization(args.normalize, model), language)).launch(
         server_name=args.host, server_port=args.port)
 
 

@@ -27,14 +27,17 @@ from tqdm import tqdm
 
 import cli
 import options
+import protocols
 import relative
 import sweep
 import visualize
-from calculate_error import (AUTY_DEPTH_RANGE, METRICS, TABLE_COLUMNS, ZEROSHOT_METRICS, aligned, per_image_errors_auty,
-                             per_image_errors_KITTI, per_image_errors_NYU, zeroshot_errors)
+from calculate_error import TABLE_COLUMNS, score
 from datasets import (DEFAULT_DATA_PATH, KITTIEigen, NYUDepthV2, drive_of, kitti, mean_std, scene_of, unnormalize,
                       void, zeroshot)
+from datasets.images import resolve_normalization
 from feature_cache import FeatureCache
+from learned_prompts import prompts_from
+from monoclip import MonoCLIP
 from clip_runtime import pick_device, start_distributed
 
 
@@ -77,14 +80,14 @@ def size_of(dataset, indices):
 
 
 def nyu_errors(gt, pred, indices):
-    return per_image_errors_NYU(gt, pred)
+    return score(gt, pred, "nyu_depthclip")
 
 
 def evaluate(predict, loader, index_of, runs=1, progress=True, pictures=None, errors=nyu_errors):
     """Per run, the per-image metric rows {'file', metric: float} for every image the loader yields.
 
-    errors(gt, pred, indices) -> {metric: (B,)} (NYU's by default). pictures, if given, is called with each
-    batch's (rgb, gt, pred of the first run, files, indices).
+    errors(gt, pred, indices) -> {metric: (B,)} (NYU's DepthCLIP protocol by default). pictures, if given, is called
+    with each batch's (rgb, gt, pred of the first run, files, indices).
     """
     rows = [[] for _ in range(runs)]
     with tqdm(total=len(loader.dataset), desc="eval", unit="image", disable=not progress, dynamic_ncols=True) as bar:
@@ -151,7 +154,7 @@ def save_bin_weights(model, dataset, index, folder):
 UNSCORED = "no pixel with valid ground truth in the scored region"  # why an image is left out of the means
 
 
-def mean_metrics(rows, names=METRICS):
+def mean_metrics(rows, names=protocols.NYU_METRICS):
     """{metric: mean over the rows}; None for each when there is no row (nothing could be scored)."""
     return {name: float(np.mean([row[name] for row in rows])) if rows else None for name in names}
 
@@ -163,7 +166,7 @@ def split_unscored(rows):
     return scored, unscored
 
 
-def summarize(rows, scene_of=scene_of, names=METRICS):
+def summarize(rows, scene_of=scene_of, names=protocols.NYU_METRICS):
     """Mean metrics over all images and per scene (NYU; the zero-shot suite's first folder) or drive (KITTI)."""
     by_scene = defaultdict(list)
     for row in rows:
@@ -202,8 +205,8 @@ class Run:
     model: object = None  # MonoCLIP, or None for a baseline
     dataset: object = None
     scene_of: object = None  # a file -> its scene (NYU) or drive (KITTI)
+    protocol: protocols.Protocol = None  # the row scored (--protocol)
     errors: object = None  # (gt, pred, indices) -> {metric: (B,)}
-    metric_names: list = dataclasses.field(default_factory=lambda: METRICS)
     dataset_config: dict = None
     cache: FeatureCache = None
     workers: int = 0
@@ -224,16 +227,14 @@ def run(args, settings, output):
     if r.relative:
         r.relative.load(r.device)
     elif args.method == "monoclip":
-        r.model = options.build_monoclip(args, r.device)
-        r.dataset.normalize = options.normalization(args, r.model)
+        r.model = MonoCLIP.from_settings(args, prompts_from(vars(args)), r.device)
+        r.dataset.normalize = resolve_normalization(args.normalize, r.model)
         r.dataset.stride = r.model.stride  # the zero-shot suite sizes each image for it
         if settings is None:
             name = f"learned:{os.path.basename(args.prompts)}" if args.prompts else args.method  # the table's row
             r.settings = [(name, r.model.prompts, {"prompt_set": args.prompt_set, "bin_set": args.bin_set})]
         if args.cache:
-            r.cache = FeatureCache(args.cache, {**r.model.image_settings(), "dataset": args.dataset,
-                                                "input_size": r.dataset.input_size,
-                                                "normalize": mean_std(r.dataset.normalize)})
+            r.cache = FeatureCache.of(args.cache, r.model, args.dataset, r.dataset)
     rows, views, seconds = predict_and_score(r)
     if r.rank != 0:
         dist.destroy_process_group()
@@ -260,66 +261,53 @@ def open_dataset(r):
         return r.relative.open_dataset(r)
     normalize = args.normalize
     with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
-    auty = args.protocol == "auty2023"
+    r.protocol = protocols.with_flags(protocols.PROTOCOLS[args.scored_as], args.cap, args.eval_crop)
     if args.dataset == "NYU":
         data_path = args.data_path or DEFAULT_DATA_PATH
         r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                               normalize=normalize, with_rgb=with_rgb, whole_frame=auty)
+                               normalize=normalize, with_rgb=with_rgb, whole_frame=r.protocol.placement == "resize")
         r.scene_of = scene_of
-        r.errors = (lambda gt, pred, indices: per_image_errors_auty(gt, pred, "NYU")) if auty else \
-            (lambda gt, pred, indices: per_image_errors_NYU(gt, pred, median_scale=args.median_scale))
         r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
     elif args.dataset in zeroshot.PROTOCOLS:
         listing = args.testfile or zeroshot.default_list(args.dataset, args.diode_split)
         r.dataset = zeroshot.ZeroShot(args.dataset, args.data_path, listing, normalize, args.long_side,
                                       limit=args.limit)
-        protocol = r.dataset.protocol
         r.scene_of = zeroshot.scene_of
-        r.metric_names = ZEROSHOT_METRICS
-        r.errors = lambda gt, pred, indices: zeroshot_batch_errors(gt, pred, protocol, args.align)
-        r.dataset_config = {"data_path": os.path.abspath(args.data_path), "source": protocol.source,
+        r.dataset_config = {"data_path": os.path.abspath(args.data_path), "source": r.dataset.protocol.source,
                             "list": list_config(listing) if listing else None, "long_side": args.long_side,
-                            "valid_range": json_bounds(protocol.valid_range),
-                            "prediction_clip": json_bounds(protocol.clip), "box": protocol.box,
-                            "align": args.align, "align_max_resolution": protocol.align_max_resolution}
+                            **suite_config(r.protocol, args.align)}
     elif args.dataset == "VOID":  # RSA's third dataset, scored in its range as the suite scores (datasets/void.py)
         r.dataset = void.VOID(args.data_path, args.testfile, normalize, args.long_side, limit=args.limit,
                               with_rgb=with_rgb)
         r.scene_of = void.scene_of
-        r.metric_names = ZEROSHOT_METRICS
-        r.errors = lambda gt, pred, indices: zeroshot_batch_errors(gt, pred, void.PROTOCOL, args.align)
         r.dataset_config = {"data_path": os.path.abspath(args.data_path), "source": void.PROTOCOL.source,
                             "list": list_config(args.testfile or void.DEFAULT_TEST_LIST), "long_side": args.long_side,
-                            "valid_range": json_bounds(void.PROTOCOL.valid_range),
-                            "prediction_clip": json_bounds(void.PROTOCOL.clip), "align": args.align}
+                            **suite_config(r.protocol, args.align)}
+        del r.dataset_config["box"], r.dataset_config["align_max_resolution"]
     else:
         data_path = args.data_path or kitti.DEFAULT_DATA_PATH
         r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
                                normalize=normalize, with_rgb=with_rgb)
         r.scene_of = drive_of
-        r.errors = lambda gt, pred, indices: per_image_errors_auty(
-            gt, pred, "KITTI", [r.dataset.frame_size(i) for i in indices]) if auty else per_image_errors_KITTI(
-            gt, pred, [r.dataset.frame_size(i) for i in indices], args.kitti_protocol, args.eval_crop, args.cap,
-            args.median_scale)
         r.dataset_config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
-                            "testfile_kitti": list_config(args.testfile_kitti), "kitti_protocol": args.kitti_protocol,
+                            "testfile_kitti": list_config(args.testfile_kitti),
+                            "kitti_protocol": "authors" if r.protocol.name == "kitti_depthclip" else "bts",
                             "eval_crop": args.eval_crop, "cap": args.cap}
+    frame_sizes = (lambda indices: [r.dataset.frame_size(i) for i in indices]) if args.dataset == "KITTI" else \
+        (lambda indices: None)
+    r.errors = lambda gt, pred, indices: score(gt, pred, r.protocol, args.align, frame_sizes(indices))
+
+
+def suite_config(protocol, align):
+    """What the results' config says of a zero-shot suite row."""
+    return {"valid_range": json_bounds(protocol.valid_range if protocol.dataset != "DIODE" else None),
+            "prediction_clip": json_bounds(protocol.clamp), "box": protocol.crop, "align": align,
+            "align_max_resolution": protocol.align_max_resolution}
 
 
 def json_bounds(bounds):
     """(min, max) with an infinite bound as None (JSON has no infinity); None stays None."""
     return bounds and [None if math.isinf(b) else b for b in bounds]
-
-
-def zeroshot_batch_errors(gt, pred, protocol, align):
-    """gt (B, 1, H, W) metres, 0 where not scored (datasets.zeroshot), pred (B, 1, H, W) -> {metric: (B,)}, with each
-    image's alignment scale and shift."""
-    rows = []
-    for truth, depth in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy()):
-        valid = truth > 0
-        depth, scale, shift = aligned(truth, depth, valid, align, protocol.align_max_resolution)
-        rows.append({**zeroshot_errors(truth, depth, valid, protocol.clip), "scale": scale, "shift": shift})
-    return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
 
 
 def list_config(test_list):
@@ -335,8 +323,7 @@ def predictor(r):
         return lower_bound(r.args.seed, sizes) if r.args.method == "lower_bound" else constant(r.args.constant_depth,
                                                                                                sizes)
     encoded = [r.model.encode_prompts(prompts) for _, prompts, _ in r.settings]
-    clamp = AUTY_DEPTH_RANGE[r.args.dataset] if r.args.protocol == "auty2023" else None
-    return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset, clamp)
+    return depthclip(r.model, encoded, not r.args.no_flip, r.cache, r.dataset, r.protocol.view_clamp)
 
 
 def predict_and_score(r):
@@ -368,7 +355,7 @@ def predict_and_score(r):
 def run_config(r, prompts, names):
     """One setting's results config: the model's and the prompts' settings (or the baseline's), then the data's."""
     args = r.args
-    data = {"dataset": args.dataset, "protocol": args.protocol, **r.dataset_config, "scenes": args.scenes,
+    data = {"dataset": args.dataset, "protocol": args.protocol, "scored_as": r.protocol.name, **r.dataset_config, "scenes": args.scenes,
             "limit": args.limit,
             "median_scale": args.median_scale, "normalize": args.normalize, "flip": not args.no_flip,
             "batch_size": args.batch_size, "workers": r.workers, "world_size": r.world}
@@ -385,7 +372,7 @@ def make_report(r, rows, views, seconds):
     results = []
     for (name, prompts, names), setting_rows in zip(r.settings, rows):
         scored, unscored = split_unscored(setting_rows)
-        metrics, per_scene = summarize(scored, r.scene_of, r.metric_names)
+        metrics, per_scene = summarize(scored, r.scene_of, r.protocol.metrics)
         results.append({"name": name, "count": len(scored), "metrics": metrics, "per_scene": per_scene,
                         "per_image": scored, "config": run_config(r, prompts, names)})
         if unscored:

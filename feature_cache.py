@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from datasets.images import mean_std
 from downloads import sha256_of_file
 from files import write_file
 
@@ -33,8 +34,23 @@ FORMAT = 4  # bump when what an entry holds, or how it is computed, changes
 VIEWS = ("", "-mirror")
 
 
+def model_settings(model):
+    """What determines a MonoCLIP's image side wherever the weights file lies and on whichever GPU: the weights'
+    SHA256 (open_clip's model and tag), dense feature, precision, device type, and a graph runtime with its version
+    where one runs the tower (a cached feature never mixes runtimes)."""
+    return {"weights": model.backbone.weights_id(), "features": model.features, "precision": model.precision,
+            "device": model.device.type, **({"runtime": model.backbone.runtime_name()}
+                                            if model.backbone.runtime != "torch" else {})}
+
+
 class FeatureCache:
     """The features of one setting (settings: a dict of what determines them) under folder/<key>."""
+
+    @classmethod
+    def of(cls, folder, model, dataset_name, dataset):
+        """The cache of a model's features of a dataset's images (its input size and normalization)."""
+        return cls(folder, {**model_settings(model), "dataset": dataset_name, "input_size": dataset.input_size,
+                            "normalize": mean_std(dataset.normalize)})
 
     def __init__(self, folder, settings):
         settings = {**settings, "format": FORMAT}

@@ -32,9 +32,10 @@ import torch
 
 import clip
 import files
-from calculate_error import AUTY_DEPTH_RANGE
+import open_clip_adapter
+from protocols import LEARNED_RANGE
 from clip.clip import checkpoint_sha256
-from monoclip import BIN_SETS, PROMPT_SETS, TEMPERATURE, EncodedPrompts
+from monoclip import BIN_SETS, PROMPT_SETS, TEMPERATURE, DepthPrompts, EncodedPrompts
 
 TEMPLATES = {  # their lang_strat.templates
     "paper": "This {object} is {depth}",
@@ -53,7 +54,7 @@ DEPTH_WORDS = {  # their lang_strat.depth_tokens made of words; "learned-static-
     "colour-7": ["very red", "red", "slightly red", "neither red nor green", "slightly green", "green", "very green"],
 }
 OBJECT_WORDS = {"paper": "object"}  # their lang_strat.object_tokens; "learned-static-1" is one learned token
-DEPTH_RANGES = {name.lower(): depth_range for name, depth_range in AUTY_DEPTH_RANGE.items()}  # their params' datasets
+DEPTH_RANGES = {name.lower(): depth_range for name, depth_range in LEARNED_RANGE.items()}  # their params' datasets
 PARAMS_KEYS = {  # every key their params YAML may hold: the keys of their params/*.yaml at 1583acf and those their
     # code reads (args.<section>.<key>, .get("<key>")); any other is a typo that their OmegaConf would carry silently
     "": {"adabins", "basic", "depthclip", "hardware", "kitti", "loss", "model", "nyu", "optimizer", "paths"},
@@ -91,7 +92,10 @@ FORMAT = 1  # of the .safetensors metadata
 
 def bin_centres(preset, depth_range=DEPTH_RANGES["nyu"]):
     """Their depth_bin_centres presets -> [metres]: 'paper', 'dset-even-N' (N even bins' centres over the dataset's
-    [min, max]), 'dset-log-N' (even in log depth), 'const80-log-N' (even in log over [0.001, 80]). ValueError else."""
+    [min, max]), 'dset-log-N' (even in log depth), 'const80-log-N' (even in log over [0.001, 80]); a list of metres
+    (train.py --bins) as it is. ValueError else."""
+    if isinstance(preset, (list, tuple)):
+        return [float(centre) for centre in preset]
     if preset == "paper":
         return list(BIN_SETS["paper"])
     match = re.fullmatch(r"(dset|const80)-(even|log)-(\d+)", preset)
@@ -381,7 +385,7 @@ def layout(template, depth_tokens, object_tokens, bins, depth_range, backbone, w
         raise ValueError(f"{where}: object_tokens: {object_tokens} is not supported (paper or learned-static-1; "
                          f"imgf tokens are image-conditioned)")
     try:
-        centres = bin_centres(str(bins), depth_range)
+        centres = bin_centres(bins if isinstance(bins, (list, tuple)) else str(bins), depth_range)
     except ValueError as error:
         raise ValueError(f"{where}: depth_bin_centres: {error}") from None
     depth = int(learned.group(1)) if learned else DEPTH_WORDS[depth_tokens]
@@ -465,3 +469,44 @@ def backbone_sha256(backbone):
     if backbone in clip.available_models() or os.path.isfile(backbone):
         return checkpoint_sha256(backbone)
     return None
+
+
+# ---------------------------------------------------------------- prompts from settings (flags, sweep entries)
+WORD_SETTINGS = ("prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects")  # what --prompts replaces
+PROMPT_FLAGS = "--depth_classes/--prompt_set, --templates and --objects"  # where a command line's prompts come from
+
+
+def prompts_from(settings, where=PROMPT_FLAGS):
+    """The language side from flag-named settings (a parsed command line's vars, or a sweep entry over them):
+    learned tokens from --prompts (learned_prompts.py), or DepthPrompts from the words; prompts longer than CLIP's
+    77 tokens are refused here, before any model loads, naming `where` (OpenAI's tokenizer; open_clip's own is asked
+    once its model is loaded)."""
+    if settings.get("prompts"):
+        given = [f"--{key}" for key in WORD_SETTINGS if settings.get(key)]
+        if given:
+            raise ValueError(f"--prompts sets the words, bins and template; give it or {', '.join(given)}, not both")
+        return load_prompts(settings["prompts"], settings.get("prompts_config"), settings.get("temperature"))
+    if settings.get("prompts_config"):
+        raise ValueError("--prompts_config goes with --prompts RUN.ckpt (a PromptLearningCLIP-MDE checkpoint)")
+    prompts = DepthPrompts(settings["depth_classes"] or settings["prompt_set"] or "paper",
+                           settings["bins"] or settings["bin_set"] or "paper",
+                           settings["templates"] or DepthPrompts.templates,
+                           settings["objects"] or DepthPrompts.objects, settings["temperature"])
+    if not settings["clip_model"].startswith(open_clip_adapter.PREFIX):
+        prompts.check_lengths(where=where)
+    return prompts
+
+
+def load_prompts(path, config=None, temperature=None):
+    """--prompts FILE: a .safetensors of this repository, or (with --prompts_config PARAMS.yaml) a
+    PromptLearningCLIP-MDE checkpoint; --temperature other than the default replaces the file's."""
+    if path.endswith(".ckpt") or config:
+        if not config:
+            raise ValueError(f"--prompts {path} is a PyTorch Lightning checkpoint: give the params YAML it was "
+                             f"trained with as --prompts_config PARAMS.yaml")
+        prompts = from_auty(path, config)
+    else:
+        prompts = LearnedPrompts.load(path)
+    if temperature is not None and temperature != TEMPERATURE:
+        prompts.temperature = temperature
+    return prompts

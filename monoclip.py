@@ -235,6 +235,14 @@ class MonoCLIP(nn.Module):
         self.backbone.use_runtime(runtime, FEATURES[features][0],
                                   lambda tower, x: depth_head(*dense_patch_features(tower, x, features), self.encoded))
 
+    @classmethod
+    def from_settings(cls, settings, prompts, device=None):
+        """The MonoCLIP flag-named settings describe (a parsed command line: clip_model, features, precision, runtime,
+        device), with these prompts (learned_prompts.prompts_from); device: one already chosen wins (a torchrun
+        rank's)."""
+        return cls(settings.clip_model, prompts=prompts, device=device or settings.device, features=settings.features,
+                   precision=settings.precision, runtime=settings.runtime)
+
     def encode_prompts(self, prompts):
         """A language side (DepthPrompts, LearnedPrompts) -> EncodedPrompts with this model's text tower (its own
         prompts are encoded once). Learned tokens made for other weights, or carrying other BatchNorm statistics
@@ -303,14 +311,6 @@ class MonoCLIP(nn.Module):
     mean_std = property(lambda self: self.backbone.mean_std, doc="(mean, std) of the backbone's training images")
     stride = property(lambda self: self.backbone.stride, doc="input pixels per output depth pixel")
     clip_model = property(lambda self: self.backbone.name)
-
-    def image_settings(self):
-        """What determines the image side's output wherever the weights file lies and on whichever GPU: the
-        weights' SHA256 (open_clip's model and tag), dense feature, precision, device type, and a graph runtime with
-        its version where one runs the tower (the feature cache's key: a cached feature never mixes runtimes)."""
-        return {"weights": self.backbone.weights_id(), "features": self.features, "precision": self.precision,
-                "device": self.device.type, **({"runtime": self.backbone.runtime_name()}
-                                               if self.backbone.runtime != "torch" else {})}
 
     def image_config(self):
         """The image side's settings as results files record them."""

@@ -31,6 +31,9 @@ import photos
 import relative
 import visualize
 from datasets import DataError
+from datasets.images import resolve_normalization
+from learned_prompts import prompts_from
+from monoclip import MonoCLIP
 
 OUTPUTS = {"png": "_depth.png", "color": "_depth_color.png", "npy": "_depth.npy", "ply": "_depth.ply"}
 
@@ -99,10 +102,10 @@ def main(argv=None):
         raise ValueError(f"{len(existing)} output file(s) already exist (first: {existing[0]}); pass --overwrite to "
                          f"replace them, or -o DIR to write elsewhere")
     written, skipped, flattened, wrote = 0, [], 0, []
-    with cli.output_dir(args.output, "--output") if args.output else contextlib.nullcontext():
+    with cli.output_dir(args.output, "--output_dir") if args.output else contextlib.nullcontext():
         depthclip = not args.relative or args.relative[0] == options.RELATIVE_DEPTHCLIP  # --relative npy: no DepthCLIP
-        model = options.build_monoclip(args) if depthclip else None
-        normalize = options.normalization(args, model) if depthclip else None
+        model = MonoCLIP.from_settings(args, prompts_from(vars(args))) if depthclip else None
+        normalize = resolve_normalization(args.normalize, model) if depthclip else None
         alignment = relative.PhotoAlignment(args, model) if args.relative else None
         if alignment:
             print(f"RSA: scale {alignment.scale:.6g}, shift {alignment.shift:.6g} from the caption {args.caption!r} "
@@ -131,7 +134,7 @@ def main(argv=None):
             if args.ply:
                 focal = args.focal or photos.default_focal(image.width)
                 files[outs["ply"]] = visualize.point_cloud_ply(depth, np.asarray(image), focal)
-            cli.write_files(files, "--output" if args.output else "the image's folder")
+            cli.write_files(files, "--output_dir" if args.output else "the image's folder")
             wrote += list(files)
             note = visualize.png_note(outs["png"], png)
             if note:

@@ -12,7 +12,7 @@
 
 A map covers the frame the dataset is scored on: NYU and VOID 480x640 (the whole frame, as RSA evaluates), KITTI
 the 352x1216 benchmark box (a full-frame map is cropped to it), the zero-shot suite its ground truth's size.
-NYU, KITTI and VOID are scored by RSA's protocol (rsa.RSA_PROTOCOLS; eval.py --protocol rsa, the default with
+NYU, KITTI and VOID are scored by RSA's protocol (protocols.PROTOCOLS' *_rsa rows; eval.py --protocol rsa, the default with
 --relative), the suite by its own.
 """
 import os
@@ -21,8 +21,12 @@ import numpy as np
 import torch
 
 import options
+import protocols
 import rsa
-from calculate_error import ZEROSHOT_METRICS, aligned, zeroshot_errors
+from calculate_error import score
+from datasets.images import resolve_normalization
+from learned_prompts import prompts_from
+from monoclip import MonoCLIP
 from clip_runtime import FrozenCLIP
 from datasets import KITTIEigen, NYUDepthV2, captions, drive_of, kitti, nyu, scene_of, void, zeroshot
 
@@ -177,16 +181,13 @@ class Relative:
             config = {"data_path": os.path.abspath(args.data_path), "source": r.dataset.protocol.source,
                       "list": os.path.abspath(listing) if listing else None}
         self.dataset = r.dataset
-        if args.protocol == "rsa":
-            self.protocol = rsa.RSA_PROTOCOLS[args.dataset]
-            r.metric_names = rsa.METRICS
-            r.errors = self.rsa_errors
-            config["rsa_protocol"] = {"min_depth": self.protocol.min_depth, "max_depth": self.protocol.max_depth,
-                                      "box": self.protocol.box, "crop": self.protocol.crop}
-        else:
-            self.protocol = r.dataset.protocol
-            r.metric_names = ZEROSHOT_METRICS
-            r.errors = self.suite_errors
+        r.protocol = self.protocol = protocols.PROTOCOLS[args.scored_as]
+        if self.protocol.name in protocols.RSA_ROWS:
+            low, high = self.protocol.valid_range
+            config["rsa_protocol"] = {"min_depth": low, "max_depth": high,
+                                      "box": "kitti_benchmark" if self.protocol.truth_region == "kitti_box" else None,
+                                      "crop": self.protocol.crop_fractions}
+        r.errors = self.errors
         r.dataset_config = {**config, "align": self.align}
 
     def frame(self, index):
@@ -201,8 +202,8 @@ class Relative:
         """Models: DepthCLIP for --relative depthclip, the caption encoder and LanScale for --align language."""
         backbone = None
         if self.source == options.RELATIVE_DEPTHCLIP:
-            self.model = options.build_monoclip(self.args, device)
-            self.dataset.normalize = options.normalization(self.args, self.model)
+            self.model = MonoCLIP.from_settings(self.args, prompts_from(vars(self.args)), device)
+            self.dataset.normalize = resolve_normalization(self.args.normalize, self.model)
             self.dataset.stride = self.model.stride
             backbone = self.model.backbone
         if self.align == ALIGN:
@@ -236,29 +237,11 @@ class Relative:
             return [rsa.metric_depth(relative, scale, shift, self.kind)[:, None]]
         return [(1 / relative if self.kind == "disparity" else relative)[:, None]]
 
-    def aligned(self, truth, depth, valid, index):
-        """(depth after --align, scale, shift): language's were found by predict; the others fit here."""
-        if self.align == ALIGN:
-            return depth, *self.scales.pop(index)
-        return aligned(truth, depth, valid, self.align, getattr(self.protocol, "align_max_resolution", None))
-
-    def rsa_errors(self, gt, pred, indices):
-        rows = []
-        for truth, depth, index in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy(), indices):
-            if self.args.dataset == "KITTI":
-                h, w = self.dataset.frame_size(index)
-                truth = rsa.benchmark_crop(truth[:h, :w])
-            depth, scale, shift = self.aligned(truth, depth, rsa.scored_region(truth, self.protocol), index)
-            rows.append({**rsa.score(truth, depth, self.protocol), "scale": scale, "shift": shift})
-        return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
-
-    def suite_errors(self, gt, pred, indices):
-        rows = []
-        for truth, depth, index in zip(gt[:, 0].cpu().numpy(), pred[:, 0].float().cpu().numpy(), indices):
-            valid = truth > 0
-            depth, scale, shift = self.aligned(truth, depth, valid, index)
-            rows.append({**zeroshot_errors(truth, depth, valid, self.protocol.clip), "scale": scale, "shift": shift})
-        return {name: torch.tensor([row[name] for row in rows], dtype=torch.float64) for name in rows[0]}
+    def errors(self, gt, pred, indices):
+        """eval.evaluate's errors: calculate_error.score with --align, or with the fits language found in predict."""
+        fits = [self.scales.pop(i) for i in indices] if self.align == ALIGN else None
+        sizes = [self.dataset.frame_size(i) for i in indices] if self.args.dataset == "KITTI" else None
+        return score(gt, pred, self.protocol, self.align, sizes, fits)
 
     def config(self):
         """The results' config of the relative source and its alignment."""

@@ -12,7 +12,7 @@ Everything here follows their code, github.com/Adonis-galaxy/RSA at RSA_COMMIT (
     LanScale(text_width)(features (B, D)) -> (scale (B,), shift (B,))     their LanScaleModel, same parameter names
     CaptionEncoder(backbone)(captions)    -> (B, D) float32               CLIP's encode_text, unnormalized, as theirs
     metric_depth(relative, scale, shift, kind)                            depth in metres
-    RSA_PROTOCOLS[...] / score(gt, depth, protocol)                       their evaluation: clamps, mask, region
+    protocols.PROTOCOLS["nyu_rsa"], ...                                   their evaluation (protocols.py)
     load_scale_model(path) / save_scale_model(model, path, settings)      their checkpoints and ours
 
 Captions (their 15 per image) are read by datasets/captions.py; docs/rsa.md has the method, commands and quirks.
@@ -21,21 +21,17 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
 import files
-from datasets import kitti
 from datasets.captions import RSA_COMMIT  # the commit of their repository this module was read from
 TEXT_WIDTH = 1024  # RN50's text embedding: their LanScaleModel(text_feat_dim=1024) and clip.load("RN50")
 TRAIN_EPS = 1e-8  # train_3d.py's EPS: added to s * r + t in training only; their evaluation adds nothing
 KINDS = ("disparity", "depth")  # what a relative map holds (--relative_kind)
 FORMAT = 1  # of our .safetensors metadata
-METRICS = ["silog", "abs_rel", "log10", "rmse", "sq_rel", "rmse_log", "a1", "a2", "a3"]  # their compute_errors'
-# order (rms -> rmse, log_rms -> rmse_log, d1..d3 -> a1..a3, the names the rest of this repository uses)
 
 # Their published numbers (paper, Table 1 and 2): THEIRS, not measured here. (dataset, relative model) -> metrics.
 THEIR_TABLE = {
@@ -187,101 +183,6 @@ def metric_depth(relative, scale, shift, kind="disparity", eps=0.0):
     if scale.ndim == 1:
         scale, shift = scale.view(-1, *[1] * (relative.ndim - 1)), shift.view(-1, *[1] * (relative.ndim - 1))
     return 1 / (scale * relative + shift + eps)
-
-
-# ---------------------------------------------------------------- their evaluation (train_3d.py eval, eval_void)
-@dataclass(frozen=True)
-class RSAProtocol:
-    """One dataset as their evaluation scores it.
-
-    min_depth, max_depth: the prediction is clamped to them (below min -> min, above max -> max, then inf -> max
-    and NaN -> min; -inf is already min by then) and a pixel is scored where min < gt < max (both ends open).
-    box: 'kitti_benchmark' when the ground truth is first cropped to KITTI's 352x1216 benchmark box (their
-    loader's do_kb_crop) and the prediction lies on that box; crop: (top, bottom, left, right) fractions of the
-    scored frame (Garg's on KITTI), or None for the whole frame."""
-    name: str
-    min_depth: float
-    max_depth: float
-    box: str = None
-    crop: tuple = None
-
-
-# min_depth 0.2 on all three: their argparse default is 1e-3, but main() calls change_to_void (min_depth_eval =
-# 0.2) before any evaluation and nothing sets it back, so NYU and KITTI are evaluated (and trained) with 0.2 too.
-THEIR_MIN_DEPTH = 0.2
-RSA_PROTOCOLS = {
-    # NYU: the whole 480x640 frame. --eigen_crop is parsed (default True) but eval() never reads it.
-    "NYU": RSAProtocol("NYU", THEIR_MIN_DEPTH, 10.0),
-    # KITTI: ground truth cropped to the benchmark box by the loader, so eval()'s paste into the "full" frame is a
-    # no-op and Garg's fractions are taken of the 352x1216 box; applied whatever --garg_crop says (never read).
-    "KITTI": RSAProtocol("KITTI", THEIR_MIN_DEPTH, kitti.CAP, box="kitti_benchmark", crop=kitti.CROPS["garg"]),
-    "VOID": RSAProtocol("VOID", THEIR_MIN_DEPTH, 5.0),  # eval_void: the whole 480x640 frame, [0.2, 5] m
-}
-
-
-def clamped(depth, protocol):
-    """(…) metres -> a float32 copy clamped as their eval does, in their order (see RSAProtocol)."""
-    depth = np.array(depth, dtype=np.float32)
-    low, high = protocol.min_depth, protocol.max_depth
-    depth[depth < low] = low
-    depth[depth > high] = high
-    depth[np.isinf(depth)] = high
-    depth[np.isnan(depth)] = low
-    return depth
-
-
-def scored_region(gt, protocol):
-    """gt (H, W) metres on the frame the prediction covers -> (H, W) bool: min < gt < max, inside the crop."""
-    valid = np.logical_and(gt > protocol.min_depth, gt < protocol.max_depth)
-    if protocol.crop:
-        top, bottom, left, right = protocol.crop
-        h, w = gt.shape
-        region = np.zeros_like(valid)
-        region[int(top * h):int(bottom * h), int(left * w):int(right * w)] = True
-        valid &= region
-    return valid
-
-
-def benchmark_crop(gt):
-    """A KITTI ground truth (H, W) -> its 352x1216 benchmark box (their loader's do_kb_crop)."""
-    return gt[kitti.benchmark_box(*gt.shape)]
-
-
-def errors(gt, pred):
-    """gt, pred (N,) metres of one image's scored pixels -> {metric: float}: their utils.compute_errors, in its
-    float32 numpy arithmetic and order, so the numbers are theirs to the last bit (silog, the standard deviation of
-    the log error x100 and not their training loss, loses ~1e-5 of itself to float32 cancellation there as here).
-    NaN for every metric when there is no pixel (theirs would warn and give NaN too)."""
-    if gt.size == 0:
-        return dict.fromkeys(METRICS, float("nan"))
-    gt, pred = np.asarray(gt, dtype=np.float32), np.asarray(pred, dtype=np.float32)
-    thresh = np.maximum((gt / pred), (pred / gt))
-    log_err = np.log(pred) - np.log(gt)
-    return {
-        "silog": float(np.sqrt(np.mean(log_err ** 2) - np.mean(log_err) ** 2) * 100),
-        "abs_rel": float(np.mean(np.abs(gt - pred) / gt)),
-        "log10": float(np.mean(np.abs(np.log10(pred) - np.log10(gt)))),
-        "rmse": float(np.sqrt(((gt - pred) ** 2).mean())),
-        "sq_rel": float(np.mean(((gt - pred) ** 2) / gt)),
-        "rmse_log": float(np.sqrt(((np.log(gt) - np.log(pred)) ** 2).mean())),
-        "a1": float((thresh < 1.25).mean()),
-        "a2": float((thresh < 1.25 ** 2).mean()),
-        "a3": float((thresh < 1.25 ** 3).mean()),
-    }
-
-
-def score(gt, depth, protocol):
-    """One image: gt (H, W) metres on the frame the prediction covers (KITTI: benchmark_crop of the full frame; NYU
-    and VOID: the 480x640 frame), depth (H, W) metres from metric_depth -> {metric: float}, as their eval and
-    eval_void score it: clamped, masked, compute_errors. Their means over images are plain means of these rows.
-    ValueError when the two differ in size."""
-    gt = np.asarray(gt, dtype=np.float32)
-    if tuple(np.shape(depth)) != gt.shape:
-        raise ValueError(f"{protocol.name}: the prediction is {tuple(np.shape(depth))} but RSA's protocol scores it "
-                         f"against a {gt.shape} ground truth")
-    depth = clamped(depth, protocol)
-    valid = scored_region(gt, protocol)
-    return errors(gt[valid], depth[valid])
 
 
 # ---------------------------------------------------------------- scale-model files

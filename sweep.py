@@ -8,7 +8,8 @@ by every entry, so all of them are scored from one pass of the image tower.
 import difflib
 
 import cli
-from options import SWEEP_KEYS, WORD_SETTINGS, prompts_from
+from learned_prompts import WORD_SETTINGS, prompts_from
+from options import SWEEP_KEYS
 
 
 def read(path, args):

@@ -52,10 +52,11 @@ from tqdm import tqdm
 import cli
 import learned_prompts
 import options
-from calculate_error import METRICS, per_image_errors_KITTI, per_image_errors_NYU
+import protocols
+from calculate_error import score
 from clip_runtime import pick_device, start_distributed
 from datasets import KITTIEigen, NYUDepthV2, kitti, mean_std, nyu
-from datasets.images import MIN_DEPTH, open_image, to_rgb
+from datasets.images import MIN_DEPTH, open_image, resolve_normalization, to_rgb
 from feature_cache import FeatureCache
 from monoclip import MonoCLIP, depth_head
 
@@ -190,7 +191,7 @@ class NYUTraining:
         return gt[:, :, top:bottom, left:right]
 
     def errors(self, gt, pred, indices):
-        return per_image_errors_NYU(gt, pred)
+        return score(gt, pred, "nyu_depthclip")
 
 
 class KITTITraining:
@@ -227,7 +228,7 @@ class KITTITraining:
                             for k, i in enumerate(indices)])
 
     def errors(self, gt, pred, indices):
-        return per_image_errors_KITTI(gt, pred, [self.dataset.frame_size(i) for i in indices])
+        return score(gt, pred, "kitti_bts", frame_sizes=[self.dataset.frame_size(i) for i in indices])
 
 
 TRAINING_SETS = {"NYU": NYUTraining, "KITTI": KITTITraining}
@@ -282,7 +283,7 @@ def layout_settings(args):
     """(template, depth, object word, bins, depth range) from the layout flags (or --config's params, which set the
     flags' defaults); the depth range is the dataset's, as their params' min_depth and max_depth."""
     template, depth, object_word, bins, _, depth_range = learned_prompts.layout(
-        args.template, args.depth_tokens, args.object_tokens, args.bins,
+        args.template, args.depth_tokens, args.object_tokens, args.bins or args.bin_set,
         learned_prompts.DEPTH_RANGES[args.dataset.lower()], args.clip_model, "the layout flags")
     return template, depth, object_word, bins, depth_range
 
@@ -399,14 +400,14 @@ def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, 
             for i, index in enumerate(part):
                 sums = silog_sums(single[i:i + 1], seen[i:i + 1], seen[i:i + 1] > MIN_DEPTH)
                 rows.append({"index": index, "silog": silog_of(*sums).item() if sums[0] else math.nan,
-                             **{name: errors[name][i].item() for name in METRICS}})
+                             **{name: errors[name][i].item() for name in protocols.NYU_METRICS}})
     if world > 1:
         gathered = [None] * world
         dist.all_gather_object(gathered, rows)
         rows = [row for part in gathered for row in part]
     scored = []
     for row in rows:
-        if all(math.isfinite(row[name]) for name in ["silog", *METRICS]):
+        if all(math.isfinite(row[name]) for name in ["silog", *protocols.NYU_METRICS]):
             scored.append(row)
         else:
             warn_once(data, row["index"], "held out but has no pixel with valid ground truth in the scored region: "
@@ -414,7 +415,7 @@ def evaluate_val(model, prompts, features, ground_truth, data, indices, rank=0, 
     if not scored:
         raise ValueError(f"none of the {len(rows)} held-out images has a pixel with valid ground truth in the scored "
                          f"region; check the depth files or raise --val_count")
-    return {name: float(np.mean([row[name] for row in scored])) for name in ["silog", *METRICS]}
+    return {name: float(np.mean([row[name] for row in scored])) for name in ["silog", *protocols.NYU_METRICS]}
 
 
 def warn_once(data, index, what, rank=0):
@@ -491,6 +492,7 @@ def build(args, device):
     prompts = learned_prompts.LearnedPrompts(template, depth, object_word, bins, tokens, args.temperature,
                                              depth_range=depth_range)
     data = TRAINING_SETS[args.dataset](args)
+    data.dataset.normalize = resolve_normalization(args.normalize, model)
     train_idx, val_idx = split_train_val(data.dataset, args.val_count, args.seed)
     steps_per_epoch = math.ceil(len(train_idx) / args.batch_size)
     parameters = [t for t in tokens.values() if t.numel()]
@@ -636,8 +638,7 @@ def train(args, rank=0, world=1, device=None):
     model, dataset = run.model, run.data.dataset
     cache = None
     if args.cache:
-        cache = FeatureCache(args.cache, {**model.image_settings(), "dataset": run.data.name,
-                                          "input_size": dataset.input_size, "normalize": mean_std(dataset.normalize)})
+        cache = FeatureCache.of(args.cache, model, run.data.name, dataset)
     memo = Memo(args.keep_gb * 2 ** 30)
     features, ground_truth = Features(model, dataset, cache, args.bn, memo), GroundTruth(run.data, memo)
     augmented = Augmented(model, run.data, args.seed, args.bn)
@@ -715,7 +716,7 @@ def main(argv=None):
         strategy, optimizer, basic = params["depthclip"]["lang_strat"], params.get("optimizer", {}), \
             params.get("basic", {})
         p.set_defaults(template=strategy.get("templates"), depth_tokens=strategy.get("depth_tokens"),
-                       object_tokens=strategy.get("object_tokens"), bins=strategy.get("depth_bin_centres"),
+                       object_tokens=strategy.get("object_tokens"), bin_set=strategy.get("depth_bin_centres"),
                        epochs=basic.get("max_epochs", DEFAULTS["epochs"]),
                        batch_size=basic.get("batch_size", DEFAULTS["batch_size"]),
                        lr=optimizer.get("lr", DEFAULTS["lr"]), weight_decay=optimizer.get("wd", DEFAULTS["weight_decay"]),
@@ -723,7 +724,7 @@ def main(argv=None):
                        final_div_factor=optimizer.get("final_div_factor", DEFAULTS["final_div_factor"]),
                        grad_clip=optimizer.get("gradient_clip_val", DEFAULTS["grad_clip"]),
                        dataset=str(basic.get("dataset", "nyu")).upper())
-    args = p.parse_args(argv)
+    args = p.parse_args(options.train_argv(argv))
     options.check_train_arguments(p, args)
     args.data_path = args.data_path or (nyu.DEFAULT_DATA_PATH if args.dataset == "NYU" else kitti.DEFAULT_DATA_PATH)
     args.checkpoint_dir = args.checkpoint_dir or os.path.splitext(args.output)[0] + "_run"

@@ -21,7 +21,7 @@ configs/arguments_train_3d_dpt.txt), each part a flag:
     ever seen; a last, smaller batch is kept (drop_last=False);
   * each training image gets one of its 15 captions at random each time it is drawn (their get_text);
   * depth = 1 / (s r + t + 1e-8); the loss (scale_loss) is their L1Loss: Huber (delta 1, their configs; --loss)
-    per pixel where 0.2 < gt < max (NYU 10, KITTI 80, VOID 5 m: rsa.RSA_PROTOCOLS, 0.2 everywhere as their
+    per pixel where 0.2 < gt < max (NYU 10, KITTI 80, VOID 5 m: protocols.PROTOCOLS' *_rsa rows, 0.2 everywhere as their
     change_to_void leaves it), averaged per image, weighted by the image's valid fraction, summed over the batch;
   * NYU's and VOID's losses are divided by their own detached value, KITTI's is not (their loss_kitti / norm
     went to a misspelt name, loss_kittt; --normalize_kitti divides it too); each backpropagated in turn;
@@ -31,7 +31,7 @@ configs/arguments_train_3d_dpt.txt), each part a flag:
   * NYU's training ground truth is zeroed outside the registered box (rows 45:472, cols 43:608); no flips, crops
     or colour changes (their augmentation is commented out).
 Ours, not theirs: --val_count images of each training list are held out and scored each epoch with their evaluation
-(rsa.score, the first caption) instead of choosing the kept weights on the test sets; the kept weights are those
+(calculate_error.score_image, the first caption) instead of choosing the kept weights on the test sets; the kept weights are those
 of the epoch their rule would keep (at least half of the compared metrics no worse than the kept ones'), or the
 last with --keep_last. Draws come from generators seeded by (seed, epoch), so a resumed run repeats an
 uninterrupted one.
@@ -53,7 +53,9 @@ from tqdm import tqdm
 
 import cli
 import options
+import protocols
 import rsa
+from calculate_error import score_image
 from clip_runtime import PRECISIONS, FrozenCLIP, pick_device, start_distributed
 from datasets import captions, kitti, nyu, void
 from train import NYU_PIPELINE, Memo, read_last, refuse_changed, save_checkpoint, split_train_val
@@ -94,7 +96,7 @@ class TrainingSet:
     def __init__(self, name, images, depths, relative_dir, captions_dir, kind, memo):
         self.name, self.images, self.depths = name, images, depths
         self.relative_dir, self.captions_dir, self.kind, self.memo = relative_dir, captions_dir, kind, memo
-        self.protocol = rsa.RSA_PROTOCOLS[name]
+        self.protocol = protocols.PROTOCOLS[protocols.resolve(name, "rsa")]
 
     def __len__(self):
         return len(self.images)
@@ -110,7 +112,8 @@ class TrainingSet:
             return nyu.read_depth_mm(path) / np.float32(nyu.DEPTH_SCALE)
         if self.name == "VOID":
             return void.load_depth(path)
-        return rsa.benchmark_crop(kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE))
+        depth = kitti.read_depth_raw(path) / np.float32(kitti.DEPTH_SCALE)
+        return depth[kitti.benchmark_box(*depth.shape)]
 
     def train_depth(self, index):
         """(H, W) float32 metres as their training loader gives it: their evaluation's, NYU's zeroed outside the
@@ -244,7 +247,7 @@ def normalized(losses, world, normalize_kitti):
 
 
 def validate(model, encoder, sets, held_out, kind, rank=0, world=1):
-    """{dataset: mean metrics} over the held-out images, scored as their evaluation (rsa.score, first caption,
+    """{dataset: mean metrics} over the held-out images, scored as their evaluation (calculate_error.score_image, first caption,
     no eps); each process scores its share under torchrun."""
     results = {}
     with torch.no_grad():
@@ -257,14 +260,14 @@ def validate(model, encoder, sets, held_out, kind, rank=0, world=1):
                 scale, shift = model(encoder([captions.pick_caption(data.captions(i), "eval") for i in part]))
                 relative = torch.from_numpy(np.stack([data.relative(i) for i in part])).to(scale.device)
                 depth = rsa.metric_depth(relative, scale, shift, kind).cpu().numpy()
-                rows += [rsa.score(data.eval_depth(i), d, data.protocol) for i, d in zip(part, depth)]
+                rows += [score_image(data.eval_depth(i), d, data.protocol) for i, d in zip(part, depth)]
             if world > 1:
                 gathered = [None] * world
                 dist.all_gather_object(gathered, rows)
                 rows = [row for part in gathered for row in part]
             rows = [row for row in rows if all(math.isfinite(v) for v in row.values())]
             if rows:
-                results[name] = {metric: float(np.mean([row[metric] for row in rows])) for metric in rsa.METRICS}
+                results[name] = {metric: float(np.mean([row[metric] for row in rows])) for metric in data.protocol.metrics}
     return results
 
 
@@ -373,7 +376,8 @@ def train(args, rank=0, world=1, device=None):
                 part.backward()
             for parameter in model.parameters() if world > 1 else []:  # each process's part of the batch's gradient
                 dist.all_reduce(parameter.grad)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            if args.grad_clip:  # 0: none, as train.py's
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             lr = poly_lr(global_step, total_steps, args.lr, args.end_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -413,10 +417,8 @@ def train_scale_options():
     data = p.add_argument_group("data (their training sets; docs/rsa.md)")
     data.add_argument("--datasets", type=options.comma_list, default=list(DATASETS),
                       help="which of NYU, KITTI, VOID, comma-separated; the first sets the schedule's length")
-    data.add_argument("--captions", default=captions.DEFAULT_ROOT, help="their text/ folder (holding "
-                      "text_all/<nyu|kitti|void>/train)")
-    data.add_argument("--relative_kind", default="disparity", choices=rsa.KINDS, help="what the relative maps hold: "
-                      "inverse depth (DPT, MiDaS, Depth Anything) or depth (inverted first)")
+    options.flag(data, "--captions", default=captions.DEFAULT_ROOT, what="their training captions")
+    options.flag(data, "--relative_kind", what="the relative maps'")
     data.add_argument("--nyu_path", default=nyu.DEFAULT_DATA_PATH, help="the folder holding BTS's sync/")
     data.add_argument("--nyu_list", default=nyu.BTS_TRAIN_LIST, help="their NYU training list (BTS's, shipped)")
     data.add_argument("--nyu_relative", metavar="DIR", help="NYU's relative maps, <DIR>/<scene>/rgb_XXXXX.npy")
@@ -430,38 +432,33 @@ def train_scale_options():
                       "path with /image/ replaced by /ground_truth/, as their train_ground_truth.txt lists them)")
     data.add_argument("--void_relative", metavar="DIR", help="VOID's relative maps, <DIR>/void_1500/data/<scene>/"
                       "image/<stamp>.npy")
-    data.add_argument("--val_count", type=options.NONNEGATIVE, default=50, help="images of each training list held out and scored "
-                      "each epoch with their evaluation (0: none, the last weights are kept)")
+    options.flag(data, "--val_count", what="of each training list, scored with their evaluation "
+                 "(0: none, the last weights are kept)")
     fit = p.add_argument_group("optimization (their configs/arguments_train_3d_dpt.txt)")
-    fit.add_argument("--epochs", type=options.COUNT, default=50, help="their epochs")
-    fit.add_argument("--batch_size", type=options.COUNT, default=4, help="images of each dataset per step (their DPT config; "
-                     "8 for Depth Anything, 5 for MiDaS)")
-    fit.add_argument("--lr", type=options.POSITIVE, default=3e-5, help="Adam's first learning rate")
+    options.flag(fit, "--epochs", default=50, what="theirs")
+    options.flag(fit, "--batch_size", default=4, what="of each dataset (their DPT config; 8 for Depth "
+                 "Anything, 5 for MiDaS)")
+    options.flag(fit, "--lr", default=3e-5, what="Adam's first")
     fit.add_argument("--end_lr", type=cli.bounded(float, at_least=0), default=1e-5, help="where the 0.9-power decay would end")
     fit.add_argument("--loss", default="Huber", choices=list(PIXEL_LOSSES), help="the pixel loss (their --loss_type)")
-    fit.add_argument("--grad_clip", type=options.POSITIVE, default=1.0, help="gradient-norm clipping")
+    options.flag(fit, "--grad_clip", default=1.0)
     fit.add_argument("--normalize_kitti", action="store_true", help="divide KITTI's loss by its value as NYU's and "
                      "VOID's are (their code meant to, but a misspelt name left it out)")
-    fit.add_argument("--seed", type=options.NONNEGATIVE, default=0, help="initial weights, held-out images, data order, captions")
-    fit.add_argument("--init", metavar="FILE", help="start from these LanScale weights (theirs or ours) instead of "
-                     "PyTorch's initialization")
+    options.flag(fit, "--seed", what="initial weights, held-out images, data order, captions")
+    options.flag(fit, "--init", what="LanScale weights (theirs or ours) instead of PyTorch's initialization")
     run = p.add_argument_group("running")
-    run.add_argument("--clip_model", default="RN50", help="the CLIP whose text tower encodes the captions (theirs: "
-                     "RN50), a name or a checkpoint path")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--precision", default="auto", choices=PRECISIONS, help="the text tower's: auto is fp16 on "
-                     "CUDA (theirs), fp32 on a CPU")
-    run.add_argument("--cache", metavar="DIR", help="keep each caption's text feature here for later runs")
-    run.add_argument("--keep_gb", type=cli.bounded(float, at_least=0), default=4.0, help="relative maps and ground truth kept in memory up to "
-                     "this many GiB (2.4 MB a NYU image); beyond, read again each step")
-    run.add_argument("--output", required=True, help="the .safetensors to write (rsa.load_scale_model reads it)")
-    run.add_argument("--checkpoint_dir", help="per-epoch checkpoint (last.pt), log.jsonl and curves.png (default: "
-                     "<output>_run)")
-    run.add_argument("--resume", action="store_true", help="continue from <checkpoint_dir>/last.pt")
-    run.add_argument("--keep_last", action="store_true", help="write the last epoch's weights, not the kept best")
-    run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard event files (needs tensorboard)")
-    run.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bars")
-    run.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    options.flag(run, "--clip_model", what="the CLIP whose text tower encodes the captions (theirs: RN50)")
+    options.flag(run, "--device")
+    options.flag(run, "--precision", what="the text tower's")
+    options.flag(run, "--cache", what="each caption's text feature")
+    options.flag(run, "--keep_gb", default=4.0, what="relative maps and ground truth (2.4 MB a NYU image)")
+    options.flag(run, "--output", required=True, what="the .safetensors (rsa.load_scale_model reads it)")
+    options.flag(run, "--checkpoint_dir")
+    options.flag(run, "--resume")
+    options.flag(run, "--keep_last")
+    options.flag(run, "--tensorboard")
+    options.flag(run, "--no_progress")
+    options.flag(run, "--debug")
     return p
 
 

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw, PngImagePlugin  # noqa: E402
 
 import files  # noqa: E402
-from calculate_error import paste_into_frame  # noqa: E402
+from datasets.nyu import paste_into_frame  # noqa: E402
 from datasets.images import MIN_DEPTH  # noqa: E402
 from datasets.nyu import PASTE_BOX  # noqa: E402
 

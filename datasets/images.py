@@ -90,6 +90,12 @@ def to_rgb(image, path="image", background=ALPHA_BACKGROUND):
     return image.convert("RGB"), False
 
 
+def resolve_normalization(normalize, model):
+    """--normalize resolved once the model is loaded: a NORMALIZATIONS name as it is, or for 'model' the model's own
+    (mean, std) (MonoCLIP.mean_std)."""
+    return model.mean_std if normalize == MODEL else normalize
+
+
 def mean_std(normalize):
     """A normalization's (mean, std): a name of NORMALIZATIONS, or a (mean, std) pair as it is."""
     if isinstance(normalize, (tuple, list)):

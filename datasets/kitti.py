@@ -95,7 +95,7 @@ def read_depth_raw(path):
 def load_depth(path):
     """(1, H, W) float32 metres from a 16-bit PNG holding depth * 256; 0 = no measurement. Finite
     (images.depth_values); a tensor from elsewhere with NaN or +-inf in it loses those pixels in the scorers
-    (calculate_error.kitti_errors, per_image_errors_auty), not the image."""
+    (calculate_error.score), not the image."""
     return torch.from_numpy(read_depth_raw(path) / DEPTH_SCALE)[None]
 
 

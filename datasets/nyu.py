@@ -98,8 +98,17 @@ def depth_metres(millimetres, clip=True):
 def load_depth(path, clip=True):
     """(1, 480, 640) float32 metres from a 16-bit PNG in millimetres, clipped to [0, 10] (clip=False: as stored);
     0 = missing. Finite (images.depth_values); a tensor from elsewhere with NaN or +-inf in it loses those pixels
-    in the scorers (calculate_error.per_image_errors_NYU, per_image_errors_auty), not the image."""
+    in the scorer (calculate_error.score), not the image."""
     return depth_metres(read_depth_mm(path), clip)[None]
+
+
+def paste_into_frame(pred):
+    """(..., 416, 544) tensor -> (..., 480, 640): the prediction placed where its crop came from (PASTE_BOX), zeros
+    around, as the authors' evaluation and pictures place it."""
+    top, bottom, left, right = PASTE_BOX
+    frame = pred.new_zeros(*pred.shape[:-2], *FRAME)
+    frame[..., top:bottom, left:right] = pred
+    return frame
 
 
 class NYUDepthV2(torch.utils.data.Dataset):

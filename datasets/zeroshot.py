@@ -117,7 +117,8 @@ def require(path, name):
 
 
 def read_ground_truth(name, root, entry):
-    """(gt (H, W) float32 metres, scored (H, W) bool): the source's decoding, masks, valid range and box. A DataError
+    """(gt (H, W) metres, float32, or float64 where the source decodes so (ZoeDepth's), scored (H, W) bool): the
+    source's decoding, masks, valid range and box. A DataError
     names a file of the wrong type or shape.
 
     A pixel whose depth is NaN or +-inf is never scored. Where the source compares with a range (ETH3D, ScanNet,
@@ -129,6 +130,7 @@ def read_ground_truth(name, root, entry):
     _, depth_file, mask_file = entry
     path = os.path.join(root, depth_file)
     protocol = PROTOCOLS[name]
+    decoded = np.float64 if protocol.source == "ZoeDepth" else np.float32  # as each source's loader decodes
     if name == "ETH3D":
         raw = np.fromfile(path, dtype=np.float32)
         if raw.size != ETH3D_SHAPE[0] * ETH3D_SHAPE[1]:
@@ -139,18 +141,19 @@ def read_ground_truth(name, root, entry):
     elif name == "DIODE":
         gt = load_npy(path).squeeze()
     elif name == "IBIMS":
-        gt = depth_values(open_image(path), path, "iBims-1 depth is a 16-bit PNG (x 50 / 65535 m)") * 50.0 / 65535
+        gt = depth_values(open_image(path), path, "iBims-1 depth is a 16-bit PNG (x 50 / 65535 m)").astype(
+            np.float64) * 50.0 / 65535  # float64, as ZoeDepth's loader decodes it (and scores it: ZOEDEPTH)
         masks = [np.asarray(open_image(os.path.join(root, m))) for m in mask_file]
         for m, file in zip(masks, mask_file):
             check_shape(m, gt, os.path.join(root, file))
-        gt = np.where(masks[0] * masks[1], gt, -1).astype(np.float32)  # ZoeDepth's iBims: -1 where masked
+        gt = np.where(masks[0] * masks[1], gt, -1)  # ZoeDepth's iBims: -1 where masked
     else:
-        scale = 1000.0
         what = "ScanNet" if name == "SCANNET" else "SUN RGB-D"
-        gt = depth_values(open_image(path), path, f"{what} depth is a 16-bit PNG in millimetres") / scale
+        gt = depth_values(open_image(path), path, f"{what} depth is a 16-bit PNG in millimetres").astype(
+            decoded) / 1000.0
         if name == "SUNRGBD":
             gt[gt > SUNRGBD_CAP] = -1
-    gt = np.asarray(gt, dtype=np.float32)
+    gt = np.asarray(gt, dtype=decoded)
     if name == "DIODE":
         mask_path = os.path.join(root, mask_file)
         scored = load_npy(mask_path).squeeze().astype(bool)

@@ -1,6 +1,6 @@
 """bench.py in a tiny configuration: it runs, both loops give the same metrics, the report has its fields."""
 import bench
-from calculate_error import NYU_METRICS
+from protocols import NYU_METRICS
 
 
 def test_authors_loop_and_eval_loop_agree(tmp_path, capsys):

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import cli
+import feature_cache
 import graph_runtime
 import predict
 from conftest import ROOT, optional
@@ -43,7 +44,7 @@ def largest_differences(runtime, features, path):
     """[largest |depth - PyTorch's depth| (m) at each of SIZES] for one feature kind through one runtime."""
     reference = MonoCLIP(path, device="cpu", features=features)
     model = MonoCLIP(path, device="cpu", features=features, runtime=runtime)
-    assert model.backbone.runtime == runtime and model.image_settings()["runtime"].startswith(runtime)
+    assert model.backbone.runtime == runtime and feature_cache.model_settings(model)["runtime"].startswith(runtime)
     differences = []
     for size in SIZES:
         x = torch.cat([graph_runtime.check_image(*size, seed) for seed in (1, 2)])
@@ -84,7 +85,7 @@ def test_auto_falls_back_in_one_line(checkpoint, monkeypatch, capsys):
     monkeypatch.setattr("clip_runtime.version", graph_runtime.version)
     model = MonoCLIP(checkpoint, device="cpu", runtime="auto")
     err = capsys.readouterr().err.strip().splitlines()
-    assert model.backbone.runtime == "torch" and "runtime" not in model.image_settings()
+    assert model.backbone.runtime == "torch" and "runtime" not in feature_cache.model_settings(model)
     assert err == ["note: --runtime auto runs the image tower with PyTorch (onnxruntime is not installed; openvino is "
                    "not installed)"]
     with pytest.raises(ValueError) as error:
@@ -273,7 +274,7 @@ def test_the_runtime_is_in_the_results_and_the_cache_key(checkpoint):
     graph_model = MonoCLIP(checkpoint, device="cpu", runtime=IN_PROCESS[0])
     assert torch_model.config()["runtime"] == f"torch {torch.__version__}"
     assert graph_model.config()["runtime"] == f"{IN_PROCESS[0]} {graph_runtime.version(IN_PROCESS[0])}"
-    assert torch_model.image_settings() != graph_model.image_settings()
+    assert feature_cache.model_settings(torch_model) != feature_cache.model_settings(graph_model)
 
 
 def test_settings_a_runtime_cannot_run_are_refused(checkpoint):
