@@ -48,6 +48,18 @@ def bounded(kind, at_least=None, more_than=None, at_most=None):
     return parse
 
 
+class OldSpelling(argparse.Action):
+    """A flag's old name: sets the new one's destination and says the new name in one line on stderr."""
+
+    def __init__(self, option_strings, dest, new, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is spelled {self.new} now; it works as before", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def require(package, flag, install=None):
     """ValueError naming the flag and the install command when an optional package it needs is not importable;
     checked when the flags are read, before any model or data loads."""

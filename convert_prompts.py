@@ -9,17 +9,18 @@ backbone their params name), so that eval.py, predict.py and demo.py --prompts u
 """
 import cli
 import learned_prompts
+import options
 from clip_runtime import FrozenCLIP
 
 
 def main(argv=None):
-    p = cli.ArgumentParser(prog="convert_prompts.py", description=__doc__.splitlines()[0])
+    p = options.parser("convert_prompts.py", __doc__.splitlines()[0])
     p.add_argument("checkpoint", help="their .ckpt")
     p.add_argument("params", help="the params YAML it was trained with")
-    p.add_argument("-o", "--output", required=True, help="the .safetensors to write")
-    p.add_argument("--clip_model", help="the CLIP weights the tokens belong to: a name or a checkpoint file "
-                   "(default: the params' depthclip.clip)")
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    options.flag(p, "--output", "-o", required=True, what="the .safetensors")
+    options.flag(p, "--clip_model", default=None, what="the weights the tokens belong to (default: the params' "
+                 "depthclip.clip)")
+    options.flag(p, "--debug")
     args = p.parse_args(argv)
     prompts = learned_prompts.from_auty(args.checkpoint, args.params)
     backbone = args.clip_model or prompts.source["backbone"]

@@ -87,9 +87,12 @@ def main(argv=None):
     p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mat", default=DEFAULT_MAT, help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
     p.add_argument("--download", action="store_true", help=f"fetch the file from {URL} to --mat if it is not there")
-    p.add_argument("--output", "--out", dest="output", default=DEFAULT_DATA_PATH,
-                   help="folder to hold official_splits/ (eval.py's --data_path)")
-    p.add_argument("--splits", default=DEFAULT_SPLITS, help="splits.mat with 1-based trainNdxs/testNdxs")
+    p.add_argument("--data_path", default=DEFAULT_DATA_PATH, help="the folder to hold official_splits/ (eval.py's "
+                   "--data_path)")
+    p.add_argument("--splits_mat", default=DEFAULT_SPLITS, help="splits.mat with 1-based trainNdxs/testNdxs")
+    for old, new, dest in (("--output", "--data_path", "data_path"), ("--out", "--data_path", "data_path"),
+                           ("--splits", "--splits_mat", "splits_mat")):  # names another script gives another meaning
+        p.add_argument(old, dest=dest, action=cli.OldSpelling, new=new)
     p.add_argument("--testfile_nyu", "--test_list", dest="testfile_nyu", default=DEFAULT_TEST_LIST,
                    help="the test list (eval.py's --testfile_nyu) whose pairs must exist afterwards")
     p.add_argument("--debug", action="store_true", help="show Python tracebacks")
@@ -105,11 +108,11 @@ def main(argv=None):
             raise DataError(f"{args.mat} does not exist; pass --mat with its path, or --download to fetch it from {URL}")
         with cli.output_dir(os.path.dirname(os.path.abspath(args.mat)), "--mat folder"):
             download(URL, args.mat, hint="download it by hand and pass --mat /path/to/nyu_depth_v2_labeled.mat")
-    with cli.output_dir(args.output, "--out"):
+    with cli.output_dir(args.data_path, "--data_path"):
         images, raw_depths, scenes = open_labeled(args.mat)
-        count = convert(images, raw_depths, scenes, read_split(args.splits), args.output)
-    check_test_pairs(args.output, args.testfile_nyu)
-    print(f"{count} images written under {os.path.join(args.output, 'official_splits')}; "
+        count = convert(images, raw_depths, scenes, read_split(args.splits_mat), args.data_path)
+    check_test_pairs(args.data_path, args.testfile_nyu)
+    print(f"{count} images written under {os.path.join(args.data_path, 'official_splits')}; "
           f"all pairs of {os.path.basename(args.testfile_nyu)} present")
 
 

@@ -172,3 +172,58 @@ def test_runtime_help_says_the_order_auto_tries():
 def test_train_refuses_a_precision_it_does_not_train_in(capsys, tmp_path):
     line = error_line(capsys, ["--output", str(tmp_path / "o"), "--precision", "fp16"], 2)
     assert "train.py trains in fp32" in line
+
+
+SCRIPT_PARSERS = {**{script: make for script, (make, _) in PARSERS.items()}}
+PACKAGE_SCRIPTS = ["convert_prompts", "datasets.prepare_nyu", "datasets.prepare_kitti", "datasets.prepare_zeroshot",
+                   "datasets.prepare_captions"]
+
+
+def named_actions(parser):
+    """{long name: action} of the flags a user sees (an old spelling, help suppressed, is the new name's)."""
+    return {name: action for action in parser._actions if action.help != argparse.SUPPRESS
+            for name in action.option_strings if name.startswith("--") and name != "--help"}
+
+
+def test_one_name_one_meaning_across_every_script(monkeypatch):
+    """A flag name more than one script takes is defined once (options.FLAGS) and keeps its destination, type and
+    action everywhere; a script may only narrow its choices (eval.py's datasets, train.py's)."""
+    parsers = {script: make() for script, make in SCRIPT_PARSERS.items()}
+    parsers.update({name: generator_parser(name, monkeypatch) for name in PACKAGE_SCRIPTS})
+    seen = {}
+    for script, parser in parsers.items():
+        for name, action in named_actions(parser).items():
+            seen.setdefault(name, []).append((script, action))
+    shared = {name: uses for name, uses in seen.items() if len(uses) > 1}
+    assert {"--seed", "--bins", "--output", "--normalize", "--batch_size", "--cache"} <= set(shared)
+    groups = options.parser("groups", "")  # options' group helpers: each flag of theirs is defined there once
+    options.add_model_arguments(groups)
+    options.add_batch_arguments(groups)
+    options.add_relative_arguments(groups, "maps")
+    by_helper = named_actions(groups)
+    for name, uses in shared.items():
+        assert name in options.FLAGS or name in by_helper, \
+            f"{name} is defined in {', '.join(s for s, _ in uses)}, not once in options"
+        defined = options.FLAGS.get(name) or vars(by_helper[name])
+        for script, action in uses:
+            where = f"{script} {name}"
+            assert action.dest == defined.get("dest", name[2:]), where
+            assert action.type is defined.get("type"), where
+            assert type(action).__name__ == type(seen[name][0][1]).__name__, where
+            if defined.get("choices") is not None:
+                assert set(action.choices) <= set(defined["choices"]), where
+
+
+def test_old_spellings_still_work_with_a_note(capsys):
+    args = options.predict_options().parse_args(["photo.jpg", "--output", "out"])
+    assert args.output == "out" and "--output_dir" in capsys.readouterr().err
+    args = options.train_options().parse_args(options.train_argv(["--bins", "dset-log-7", "--output", "x.safetensors"]))
+    assert (args.bin_set, args.bins) == ("dset-log-7", None) and "--bin_set" in capsys.readouterr().err
+    args = options.train_options().parse_args(options.train_argv(["--bins", "1,2.5", "--output", "x.safetensors"]))
+    assert args.bins == [1.0, 2.5] and capsys.readouterr().err == ""
+    args = options.parse_eval_args(["--dataset", "KITTI", "--kitti_protocol", "authors"])
+    assert args.scored_as == "kitti_depthclip"
+    for protocol, dataset, row in (("depthclip", "KITTI", "kitti_bts"), ("auty2023", "NYU", "nyu_auty2023"),
+                                   (None, "NYU", "nyu_depthclip"), ("kitti_depthclip", "KITTI", "kitti_depthclip")):
+        assert options.parse_eval_args(["--dataset", dataset] + (["--protocol", protocol] if protocol else [])
+                                       ).scored_as == row

@@ -44,8 +44,8 @@ def prepared(tmp_path_factory):
     (root / "list.txt").write_text("".join(f"{SCENES[i - 1]}/rgb_{i - 1:05d}.jpg {SCENES[i - 1]}/sync_depth_{i - 1:05d}.png\n"
                                            for i in TEST))
     out = root / "NYU"
-    prepare_nyu.main(["--mat", str(root / "labeled.mat"), "--splits", str(root / "splits.mat"),
-                      "--test_list", str(root / "list.txt"), "--out", str(out)])
+    prepare_nyu.main(["--mat", str(root / "labeled.mat"), "--splits_mat", str(root / "splits.mat"),
+                      "--test_list", str(root / "list.txt"), "--data_path", str(out)])
     return root, out
 
 
@@ -88,13 +88,13 @@ def test_incomplete_split_is_reported(prepared, tmp_path):
     listed = tmp_path / "list.txt"
     listed.write_text("bathroom/rgb_00045.jpg bathroom/sync_depth_00045.png\n")
     with pytest.raises(DataError, match="2 of the 2 files in list.txt were not written"):
-        prepare_nyu.main(["--mat", str(root / "labeled.mat"), "--splits", str(root / "splits.mat"),
-                          "--test_list", str(listed), "--out", str(out)])
+        prepare_nyu.main(["--mat", str(root / "labeled.mat"), "--splits_mat", str(root / "splits.mat"),
+                          "--test_list", str(listed), "--data_path", str(out)])
 
 
 def test_missing_file_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "datasets.prepare_nyu",
-                             "--mat", str(tmp_path / "nope.mat"), "--out", str(tmp_path / "out")],
+                             "--mat", str(tmp_path / "nope.mat"), "--data_path", str(tmp_path / "out")],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
@@ -106,13 +106,13 @@ def test_missing_file_is_one_line(tmp_path):
 def test_not_hdf5_is_named(tmp_path):
     (tmp_path / "bad.mat").write_bytes(b"MATLAB 5.0 MAT-file, not HDF5")
     with pytest.raises(DataError, match="bad.mat is not a MATLAB v7.3"):
-        prepare_nyu.main(["--mat", str(tmp_path / "bad.mat"), "--out", str(tmp_path / "out")])
+        prepare_nyu.main(["--mat", str(tmp_path / "bad.mat"), "--data_path", str(tmp_path / "out")])
 
 
 def test_without_h5py_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     with pytest.raises(RuntimeError, match="pip install h5py scipy"):
-        prepare_nyu.main(["--mat", str(tmp_path / "x.mat"), "--out", str(tmp_path / "out")])
+        prepare_nyu.main(["--mat", str(tmp_path / "x.mat"), "--data_path", str(tmp_path / "out")])
 
 
 def test_interrupted_download_leaves_no_file(tmp_path, monkeypatch):
@@ -127,7 +127,7 @@ def test_interrupted_download_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", lambda url: Dropped(b"x" * (3 << 20)))
     target = tmp_path / "nyu_depth_v2_labeled.mat"
     with pytest.raises(RuntimeError, match=f"could not download {prepare_nyu.URL}.*pass --mat"):
-        prepare_nyu.main(["--mat", str(target), "--download", "--out", str(tmp_path / "out")])
+        prepare_nyu.main(["--mat", str(target), "--download", "--data_path", str(tmp_path / "out")])
     assert os.listdir(tmp_path) == []
 
 
@@ -137,5 +137,5 @@ def test_download_cut_short_is_not_kept(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", lambda url: ClosedEarly(b"x" * (1 << 20)))
     with pytest.raises(RuntimeError, match="closed after 1048576 of 3145728 bytes"):
-        prepare_nyu.main(["--mat", str(tmp_path / "nyu_depth_v2_labeled.mat"), "--download", "--out", str(tmp_path / "o")])
+        prepare_nyu.main(["--mat", str(tmp_path / "nyu_depth_v2_labeled.mat"), "--download", "--data_path", str(tmp_path / "o")])
     assert os.listdir(tmp_path) == []
