@@ -254,18 +254,17 @@ def run(args, settings, output):
 
 
 def open_dataset(r):
-    """The evaluated dataset (its list read and checked), its scene function, its per-image errors and what the
-    results' config says of it."""
+    """The evaluated dataset (its list read and checked), its scene function, the protocol's row, the per-image errors
+    and what the results' config says of them (with --relative, relative.Relative adds its alignment)."""
     args = r.args
-    if r.relative:
-        return r.relative.open_dataset(r)
     normalize = args.normalize
-    with_rgb = bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
+    with_rgb = r.relative.with_rgb if r.relative else \
+        bool(args.img_save) or (args.method == "monoclip" and not args.cache)  # who reads the pixels
     r.protocol = protocols.with_flags(protocols.PROTOCOLS[args.scored_as], args.cap, args.eval_crop)
-    if args.dataset == "NYU":
+    if args.dataset == "NYU":  # the model sees the authors' crop, pasted back, or the whole frame
         data_path = args.data_path or DEFAULT_DATA_PATH
         r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                               normalize=normalize, with_rgb=with_rgb, whole_frame=r.protocol.placement == "resize")
+                               normalize=normalize, with_rgb=with_rgb, whole_frame=r.protocol.placement != "paste")
         r.scene_of = scene_of
         r.dataset_config = {"data_path": os.path.abspath(data_path), "testfile_nyu": list_config(args.testfile_nyu)}
     elif args.dataset in zeroshot.PROTOCOLS:
@@ -290,12 +289,15 @@ def open_dataset(r):
                                normalize=normalize, with_rgb=with_rgb)
         r.scene_of = drive_of
         r.dataset_config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
-                            "testfile_kitti": list_config(args.testfile_kitti),
-                            "kitti_protocol": "authors" if r.protocol.name == "kitti_depthclip" else "bts",
-                            "eval_crop": args.eval_crop, "cap": args.cap}
+                            "testfile_kitti": list_config(args.testfile_kitti)}
+        if r.protocol.name in protocols.KITTI_PROTOCOLS.values():
+            r.dataset_config.update(kitti_protocol="authors" if r.protocol.name == "kitti_depthclip" else "bts",
+                                    eval_crop=args.eval_crop, cap=args.cap)
     frame_sizes = (lambda indices: [r.dataset.frame_size(i) for i in indices]) if args.dataset == "KITTI" else \
         (lambda indices: None)
     r.errors = lambda gt, pred, indices: score(gt, pred, r.protocol, args.align, frame_sizes(indices))
+    if r.relative:
+        r.relative.scored_with(r)
 
 
 def suite_config(protocol, align):

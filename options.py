@@ -25,7 +25,7 @@ METHODS = {
 }
 SWEEP_KEYS = ("name", "prompt_set", "depth_classes", "bin_set", "bins", "templates", "objects", "temperature", "prompts",
               "prompts_config")
-DATASETS = ["NYU", "KITTI", "VOID", *zeroshot.PROTOCOLS]  # eval.py --dataset
+DATASETS = list(protocols.DEFAULTS)  # eval.py --dataset: each dataset with its default protocol
 LONG_SIDE = INPUT_SIZE[1]  # predict.py and the playground: a photo's long side, as NYU's evaluated crop (544)
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 COUNT = bounded(int, at_least=1)  # images, epochs, rounds

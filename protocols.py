@@ -10,8 +10,8 @@ through the same rows.
     resolve(dataset, protocol, ...)           --dataset and --protocol (old spellings included) -> a row
     calculate_error.score(gt, pred, row)      a batch scored as the row says -> {metric: (B,)}
 
-Adding a dataset: its reader in datasets/ (layout, decoding, masks), one row here, its name in options.DATASETS
-and a branch in eval.open_dataset (docs/evaluation.md shows it).
+Adding a dataset: its reader in datasets/ (layout, decoding, masks), one row here and its name in DEFAULTS (which
+makes it an eval.py --dataset), and a branch in eval.open_dataset (docs/evaluation.md shows it).
 """
 import dataclasses
 import math
@@ -149,8 +149,10 @@ ROWS = [
 PROTOCOLS = {row.name: row for row in ROWS}
 RSA_ROWS = {row.name: row for row in ROWS if row.name.endswith("_rsa")}  # relative maps (--relative) on NYU, KITTI, VOID
 RSA_DATASETS = [row.dataset for row in RSA_ROWS.values()]
-DEFAULTS = {"NYU": "nyu_depthclip", "KITTI": "kitti_bts", "ETH3D": "eth3d_marigold", "SCANNET": "scannet_marigold",
-            "DIODE": "diode_marigold", "IBIMS": "ibims_zoedepth", "SUNRGBD": "sunrgbd_zoedepth", "VOID": "void_range"}
+DEFAULTS = {"NYU": "nyu_depthclip", "KITTI": "kitti_bts", "VOID": "void_range", "ETH3D": "eth3d_marigold",
+            "SCANNET": "scannet_marigold", "DIODE": "diode_marigold", "IBIMS": "ibims_zoedepth",
+            "SUNRGBD": "sunrgbd_zoedepth"}  # eval.py --dataset: each dataset and the row it is scored by unless
+# --protocol says another
 FAMILIES = {"depthclip": "the dataset's default", "auty2023": "Auty & Mikolajczyk's", "rsa": "RSA's"}  # --protocol's
 # old values: a source, the row chosen by --dataset (and, on KITTI, --kitti_protocol)
 KITTI_PROTOCOLS = {"bts": "kitti_bts", "authors": "kitti_depthclip"}  # --kitti_protocol, an old spelling

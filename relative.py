@@ -24,11 +24,11 @@ import options
 import protocols
 import rsa
 from calculate_error import score
+from clip_runtime import FrozenCLIP
+from datasets import captions, kitti, nyu, void
 from datasets.images import resolve_normalization
 from learned_prompts import prompts_from
 from monoclip import MonoCLIP
-from clip_runtime import FrozenCLIP
-from datasets import KITTIEigen, NYUDepthV2, captions, drive_of, kitti, nyu, scene_of, void, zeroshot
 
 ALIGN = "language"  # eval.py --align: RSA's
 
@@ -149,46 +149,23 @@ class Relative:
                 raise ValueError(f"--captions {root}: no such folder; {captions.HINT}")
             self.caption_folder = captions.split_folder(root, args.dataset, "test")
 
-    def open_dataset(self, r):
-        """r.dataset, scene_of, errors, metric_names, dataset_config for --relative (see eval.open_dataset)."""
-        args = self.args
-        with_rgb = self.source == options.RELATIVE_DEPTHCLIP
-        if args.dataset == "NYU":
-            data_path = args.data_path or nyu.DEFAULT_DATA_PATH
-            r.dataset = NYUDepthV2(data_path, args.testfile_nyu, scenes=args.scenes, limit=args.limit,
-                                   normalize=args.normalize, with_rgb=with_rgb, whole_frame=True)
-            r.scene_of = scene_of
-            config = {"data_path": os.path.abspath(data_path), "testfile_nyu": args.testfile_nyu}
-        elif args.dataset == "KITTI":
-            data_path = args.data_path or kitti.DEFAULT_DATA_PATH
-            r.dataset = KITTIEigen(data_path, args.gt_path, args.testfile_kitti, scenes=args.scenes, limit=args.limit,
-                                   normalize=args.normalize, with_rgb=with_rgb)
-            r.scene_of = drive_of
-            config = {"data_path": os.path.abspath(data_path), "gt_path": os.path.abspath(r.dataset.gt_root),
-                      "testfile_kitti": args.testfile_kitti}
-        elif args.dataset == "VOID":
-            data_path = args.data_path or void.DEFAULT_DATA_PATH
-            r.dataset = void.VOID(data_path, args.testfile, args.normalize, args.long_side, limit=args.limit,
-                                  with_rgb=with_rgb)
-            r.scene_of = void.scene_of
-            config = {"data_path": os.path.abspath(data_path), "list": os.path.abspath(args.testfile or
-                                                                                       void.DEFAULT_TEST_LIST)}
-        else:
-            listing = args.testfile or zeroshot.default_list(args.dataset, args.diode_split)
-            r.dataset = zeroshot.ZeroShot(args.dataset, args.data_path, listing, args.normalize, args.long_side,
-                                          limit=args.limit)
-            r.scene_of = zeroshot.scene_of
-            config = {"data_path": os.path.abspath(args.data_path), "source": r.dataset.protocol.source,
-                      "list": os.path.abspath(listing) if listing else None}
-        self.dataset = r.dataset
-        r.protocol = self.protocol = protocols.PROTOCOLS[args.scored_as]
+    @property
+    def with_rgb(self):
+        """Whether the images are read: DepthCLIP makes the relative maps; .npy maps need no pixels."""
+        return self.source == options.RELATIVE_DEPTHCLIP
+
+    def scored_with(self, r):
+        """Takes eval.open_dataset's dataset and row: its errors use the fits --align language found, its config says
+        RSA's protocol and the alignment."""
+        self.dataset, self.protocol = r.dataset, r.protocol
         if self.protocol.name in protocols.RSA_ROWS:
             low, high = self.protocol.valid_range
-            config["rsa_protocol"] = {"min_depth": low, "max_depth": high,
-                                      "box": "kitti_benchmark" if self.protocol.truth_region == "kitti_box" else None,
-                                      "crop": self.protocol.crop_fractions}
+            r.dataset_config["rsa_protocol"] = {
+                "min_depth": low, "max_depth": high,
+                "box": "kitti_benchmark" if self.protocol.truth_region == "kitti_box" else None,
+                "crop": self.protocol.crop_fractions}
         r.errors = self.errors
-        r.dataset_config = {**config, "align": self.align}
+        r.dataset_config["align"] = self.align
 
     def frame(self, index):
         """(rows, cols) the index-th map covers; KITTI also accepts the full frame (cropped to the benchmark box)."""
