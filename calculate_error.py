@@ -29,8 +29,14 @@ def errors(gt, pred, names=METRICS, arithmetic=DEPTHCLIP):
     in metres. arithmetic: the source's dtypes (see Arithmetic). No pixel: NaN for every metric."""
     if len(gt) == 0:
         return dict.fromkeys(names, math.nan)
-    gt, pred = np.asarray(gt, dtype=arithmetic.gt), np.asarray(pred, dtype=arithmetic.pred)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a prediction of 0 m where a protocol keeps it (ZoeDepth's
+        # clamp at 0) makes metrics infinite: eval.py says so once per image, not numpy once per operation
+        return metrics_of(np.asarray(gt, dtype=arithmetic.gt), np.asarray(pred, dtype=arithmetic.pred), names,
+                          arithmetic)
 
+
+def metrics_of(gt, pred, names, arithmetic):
+    """errors' arithmetic on arrays already in the source's dtypes."""
     def mean(x):
         return np.mean(x, dtype=arithmetic.means)
 
@@ -141,8 +147,10 @@ def score(gt, pred, protocol, align="none", frame_sizes=None, fits=None):
 
     fits: [(scale, shift)] per image when pred is aligned already (RSA's language alignment). An image without a
     valid pixel, or whose alignment is undefined, gets NaN for every metric (eval.py lists it under `unscored`).
-    ValueError when a "same"-placed prediction differs in size from its ground truth."""
+    ValueError when a "same"-placed prediction differs in size from its ground truth, or KITTI's sizes are not given."""
     protocol = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
+    if protocol.dataset == "KITTI" and frame_sizes is None:  # the box is placed by each frame's true size
+        raise ValueError(f"{protocol.name} scores padded KITTI frames: give frame_sizes, each frame's (rows, cols)")
     rows = []
     for i, (truth, depth) in enumerate(zip(gt[:, 0], pred[:, 0].float())):
         truth, depth = meet(truth, depth, protocol, frame_sizes[i] if frame_sizes else None)
@@ -210,8 +218,9 @@ def score_image(truth, depth, protocol, align="none", fit=None):
             nan, posinf, neginf = protocol.non_finite
             depth = np.nan_to_num(depth, nan=nan, posinf=posinf, neginf=neginf)
         depth = np.clip(depth, *protocol.clamp).astype(depth.dtype)
-        if protocol.floor is not None:
-            depth = np.clip(depth, protocol.floor, None)
+        floor = protocol.floor if protocol.floor is not None or align == "none" else protocol.aligned_floor
+        if floor is not None:
+            depth = np.clip(depth, floor, None)
         truth = np.clip(truth[valid], *protocol.clamp).astype(truth.dtype) if protocol.clamp_truth else truth[valid]
         metrics = errors(truth, depth, protocol.metrics, protocol.arithmetic)
     if protocol.reports_fit or fit is not None:

@@ -152,6 +152,7 @@ def save_bin_weights(model, dataset, index, folder):
 
 # ---------------------------------------------------------------- results
 UNSCORED = "no pixel with valid ground truth in the scored region"  # why an image is left out of the means
+NOT_FINITE = "a metric is infinite: a prediction of 0 m (or NaN) where the protocol keeps it"
 
 
 def mean_metrics(rows, names=protocols.NYU_METRICS):
@@ -160,9 +161,17 @@ def mean_metrics(rows, names=protocols.NYU_METRICS):
 
 
 def split_unscored(rows):
-    """(rows with every metric a number, [{'file', 'reason'}] for images whose metrics are NaN: no valid pixel)."""
-    scored = [row for row in rows if all(math.isfinite(value) for key, value in row.items() if key != "file")]
-    unscored = [{"file": row["file"], "reason": UNSCORED} for row in rows if row not in scored]
+    """(rows with every metric a number, [{'file', 'reason'}] for the others: every metric NaN when no pixel is
+    valid (or the alignment is undefined); some infinite where a protocol scores a prediction of 0 m, as ZoeDepth's
+    rows do unaligned, clamping at 0: its means would be infinite, JSON has no infinity)."""
+    scored, unscored = [], []
+    for row in rows:
+        values = {key: value for key, value in row.items() if key not in ("file", "scale", "shift")}
+        if all(math.isfinite(value) for value in [*values.values(), *(row.get(k, 0.0) for k in ("scale", "shift"))]):
+            scored.append(row)
+        else:
+            reason = NOT_FINITE if any(math.isfinite(value) for value in values.values()) else UNSCORED
+            unscored.append({"file": row["file"], "reason": reason})
     return scored, unscored
 
 

@@ -59,6 +59,7 @@ SUITE_METRICS = ordered("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", 
 RSA_METRICS = ordered("silog", "abs_rel", "log10", "rmse", "sq_rel", "rmse_log", "a1", "a2", "a3")  # their eval
 RSA_MIN_DEPTH = 0.2  # metres, on all three of RSA's datasets: their argparse default is 1e-3, but main() calls
 # change_to_void (min_depth_eval = 0.2) before any evaluation and nothing sets it back (Adonis-galaxy/RSA train_3d.py)
+MARIGOLD_FLOOR = 1e-6  # metres: the last clip of every prediction in Marigold's eval.py (keeps logs finite)
 LEARNED_RANGE = {"NYU": (MIN_DEPTH, nyu.MAX_DEPTH), "KITTI": (MIN_DEPTH, kitti.CAP)}  # Auty & Mikolajczyk's params'
 # min/max depth: their tokens' training range, and each view's clamp (learned_prompts records it in its files)
 
@@ -85,6 +86,7 @@ class Protocol:
     clamp: tuple = None  # (low, high) metres the (aligned) prediction is clamped to before scoring
     clamp_truth: bool = False  # the ground truth too (the DepthCLIP authors' clip of both)
     floor: float = None  # then a last clip from below (Marigold's 1e-6, keeping logs finite), or None
+    aligned_floor: float = None  # that clip only after an --align fit (ours where the source does not align)
     alignments: tuple = ("none", "median")  # --align values it takes
     reports_fit: bool = False  # every row carries the alignment's scale and shift (else only when aligned)
     align_max_resolution: int = None  # Marigold's --alignment_max_res (ETH3D: 1024)
@@ -99,11 +101,13 @@ def depthclip_kitti(name, placement, truth_region, source):
 
 def suite(name, reader, arithmetic, clip, non_finite=None, floor=None):
     """A zero-shot suite row: its reader (datasets/zeroshot.py, datasets/void.py) masks the ground truth, outside
-    whose valid range and box it gives 0."""
+    whose valid range and box it gives 0. Aligned predictions take Marigold's 1e-6 floor (its alignment's last step)
+    where the source has no floor: ZoeDepth scores metric depth unaligned, and clamps at 0."""
     low_high = reader.valid_range or (0.0, math.inf)
     return Protocol(name, reader.name, reader.source, "the image resized to --long_side (544), its depth upsampled "
                     "bilinearly to the ground truth's size", reader.layout, low_high, SUITE_METRICS, arithmetic,
-                    crop=reader.box, clamp=clip, non_finite=non_finite, floor=floor, alignments=ALIGNMENTS,
+                    crop=reader.box, clamp=clip, non_finite=non_finite, floor=floor, aligned_floor=MARIGOLD_FLOOR,
+                    alignments=ALIGNMENTS,
                     reports_fit=True, align_max_resolution=reader.align_max_resolution)
 
 
@@ -115,7 +119,6 @@ def rsa_row(dataset, high, truth_region="frame", crop_fractions=None):
                     clamp=(RSA_MIN_DEPTH, high), alignments=(*ALIGNMENTS, "language"), reports_fit=True)
 
 
-MARIGOLD_FLOOR = 1e-6  # metres: the last clip of every prediction in Marigold's eval.py (keeps logs finite)
 ROWS = [
     Protocol("nyu_depthclip", "NYU", "the DepthCLIP authors' (Zhang et al. 2022, calculate_error.py)",
              "the 416x544 crop at rows 56:472, cols 60:604 (its mirror image averaged)",

@@ -228,8 +228,7 @@ def step_losses(model, encoder, sets, chosen, texts, kind, loss):
         scale, shift = model(encoder(texts[name]))
         device = scale.device
         depth = rsa.metric_depth(relative.to(device), scale, shift, kind, eps=rsa.TRAIN_EPS)
-        protocol = sets[name].protocol
-        losses[name] = scale_loss(depth, gt.to(device), protocol.min_depth, protocol.max_depth, loss)
+        losses[name] = scale_loss(depth, gt.to(device), *sets[name].protocol.valid_range, loss)
     return losses
 
 

@@ -11,8 +11,8 @@ depth = PNG / 256 with values <= 0 set to 0 (eval_void/data_utils.load_depth_wit
 "Please use VOID-1500. The number indicates the number of point for depth completion, and it doesn't affect this
 task" (only the sparse inputs differ between VOID-150/500/1500; the images and ground truth are the same).
 
-Scored as RSA scores it (rsa.RSA_PROTOCOLS['VOID']): the whole frame, 0.2 < gt < 5 m, the prediction clamped to
-[0.2, 5]. With another --align, the same range through the suite's scoring (PROTOCOL, a datasets.zeroshot.Protocol).
+Scored as RSA scores it (protocols.PROTOCOLS['void_rsa']): the whole frame, 0.2 < gt < 5 m, the prediction clamped to
+[0.2, 5]. Without --relative, the same range through the suite's scoring (protocols.PROTOCOLS['void_range']).
 """
 import os
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import eval as evaluation
-from calculate_error import NYU_METRICS
 from datasets import NYUDepthV2
 from monoclip import BIN_SETS, PROMPT_SETS
+from protocols import NYU_METRICS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,11 +33,12 @@ def test_results_file_has_the_documented_layout(default_results):
     r = default_results
     assert set(r) == {"dataset", "count", "metrics", "per_scene", "per_image", "config", "timing"}
     assert r["dataset"] == "NYU" and r["count"] == len(r["per_image"]) == 6
-    assert list(r["metrics"]) == NYU_METRICS
+    assert list(r["metrics"]) == list(NYU_METRICS)
     assert [set(row) for row in r["per_image"]] == [{"file", *NYU_METRICS}] * 6
     assert r["timing"]["seconds"] > 0 and r["timing"]["images_per_second"] == pytest.approx(6 / r["timing"]["seconds"])
     assert r["config"]["depth_classes"] == PROMPT_SETS["paper"] and r["config"]["bins"] == BIN_SETS["paper"]
     assert r["config"]["temperature"] == 0.1 and r["config"]["flip"] is True
+    assert r["config"]["scored_as"] == "nyu_depthclip"
 
 
 def test_results_say_what_produced_them(default_results, checkpoint, nyu_like):

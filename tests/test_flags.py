@@ -227,3 +227,25 @@ def test_old_spellings_still_work_with_a_note(capsys):
                                    (None, "NYU", "nyu_depthclip"), ("kitti_depthclip", "KITTI", "kitti_depthclip")):
         assert options.parse_eval_args(["--dataset", dataset] + (["--protocol", protocol] if protocol else [])
                                        ).scored_as == row
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--dataset", "ETH3D", "--data_path", "x", "--protocol", "auty2023"], "--protocol auty2023 has no row for ETH3D"),
+    (["--dataset", "NYU", "--protocol", "kitti_bts"], "--protocol kitti_bts scores KITTI, not NYU"),
+    (["--dataset", "NYU", "--protocol", "auty2023", "--median_scale"], "without --median_scale"),
+    (["--dataset", "KITTI", "--align", "lstsq"], "NYU and KITTI take none or median"),
+])
+def test_a_protocol_that_does_not_fit_is_one_line(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        options.parse_eval_args(argv)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and says in line, line
+    assert documented(line.split("error: ", 1)[1]), line
+
+
+def test_the_protocol_table_prints_every_row(capsys):
+    import protocols
+    print(protocols.table())
+    text = capsys.readouterr().out
+    assert all(f"{name}  ({row.dataset};" in text for name, row in protocols.PROTOCOLS.items())
+    assert set(protocols.DEFAULTS.values()) <= set(protocols.PROTOCOLS) and options.DATASETS == list(protocols.DEFAULTS)

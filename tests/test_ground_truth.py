@@ -15,11 +15,11 @@ import pytest
 import torch
 
 import eval as evaluation
-from calculate_error import (METRICS, ZEROSHOT_METRICS, aligned, kitti_errors, least_squares, per_image_errors_auty,
-                             per_image_errors_KITTI, per_image_errors_NYU, zeroshot_errors)
+from calculate_error import aligned, least_squares, score, score_image
 from datasets import zeroshot
+from protocols import NYU_METRICS as METRICS, PROTOCOLS, SUITE_METRICS, with_flags
 from synthetic.zeroshot_like import write_dataset
-from test_zeroshot import expected_ground_truth, small_eth3d  # noqa: F401 (a fixture)
+from test_zeroshot import expected_ground_truth, small_eth3d, zeroshot_errors  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NON_FINITE = np.array([np.nan, np.inf, -np.inf], np.float32)
@@ -122,21 +122,22 @@ def truth_and_prediction(frame, input_size, seed=0):
 def test_nyu_scorer_leaves_non_finite_truth_out(median_scale):
     gt, bad, pred = truth_and_prediction((480, 640), (416, 544))
     with no_warnings():
-        errors = per_image_errors_NYU(torch.from_numpy(gt)[:, None], torch.from_numpy(pred), median_scale=median_scale)
+        errors = score(torch.from_numpy(gt)[:, None], torch.from_numpy(pred), "nyu_depthclip",
+                       "median" if median_scale else "none")
     frame = np.zeros((480, 640), np.float32)
     frame[56:472, 60:604] = pred[0, 0]
     crop = np.zeros((480, 640), bool)
     crop[45:471, 46:601] = True
     valid = np.isfinite(gt[0]) & (gt[0] > 1e-3) & (gt[0] < 10) & (frame > 1e-3) & crop
     assert (bad & crop).any() and valid.any()
-    names = METRICS + (["scale"] if median_scale else [])
+    names = [*METRICS, *(["scale"] if median_scale else [])]
     assert_rows(errors, [written_out(gt[0][valid], frame[valid], 10.0, median_scale), None, None], names)
 
 
 def test_auty_scorer_leaves_non_finite_truth_out():
     gt, bad, pred = truth_and_prediction((480, 640), (480, 640))
     with no_warnings():
-        errors = per_image_errors_auty(torch.from_numpy(gt)[:, None], torch.from_numpy(pred), "NYU")
+        errors = score(torch.from_numpy(gt)[:, None], torch.from_numpy(pred), "nyu_auty2023")
     crop = np.zeros((480, 640), bool)
     crop[45:471, 41:601] = True
     valid = np.isfinite(gt[0]) & (gt[0] > 1e-3) & (gt[0] <= 10) & crop
@@ -148,11 +149,11 @@ def test_kitti_scorers_leave_non_finite_truth_out(median_scale):
     gt, bad, pred = truth_and_prediction((375, 1242), (352, 1216))
     truth = torch.from_numpy(gt)[:, None]
     with no_warnings():
-        bts = per_image_errors_KITTI(truth, torch.from_numpy(pred), [(375, 1242)] * 3, median_scale=median_scale)
-        authors = per_image_errors_KITTI(truth, torch.from_numpy(pred), [(375, 1242)] * 3, "authors",
-                                         median_scale=median_scale)
-        auty = per_image_errors_auty(truth, torch.from_numpy(pred), "KITTI", [(375, 1242)] * 3)
-    names = METRICS + (["scale"] if median_scale else [])
+        align = "median" if median_scale else "none"
+        bts = score(truth, torch.from_numpy(pred), "kitti_bts", align, [(375, 1242)] * 3)
+        authors = score(truth, torch.from_numpy(pred), "kitti_depthclip", align, [(375, 1242)] * 3)
+        auty = score(truth, torch.from_numpy(pred), "kitti_auty2023", frame_sizes=[(375, 1242)] * 3)
+    names = [*METRICS, *(["scale"] if median_scale else [])]
 
     def garg(g):
         h, w = g.shape
@@ -173,10 +174,11 @@ def test_kitti_scorers_leave_non_finite_truth_out(median_scale):
 
 
 def test_median_scale_of_a_zero_median_prediction_is_a_nan_row():
-    gt = torch.full((375, 1242), 5.0)
+    gt = np.full((375, 1242), 5.0, np.float32)
     with no_warnings():
-        row = kitti_errors(gt, torch.zeros(375, 1242), crop="none", median_scale=True)
-    assert all(np.isnan(row[name].item()) for name in [*METRICS, "scale"])
+        row = score_image(gt, np.zeros((375, 1242), np.float32), with_flags(PROTOCOLS["kitti_depthclip"], None, "none"),
+                          "median")
+    assert set(row) == {*METRICS, "scale"} and all(np.isnan(row[name]) for name in row)
 
 
 def test_zeroshot_metrics_leave_non_finite_truth_out():
@@ -211,7 +213,7 @@ def test_no_valid_pixel_is_a_nan_row_without_a_warning(how):
         with no_warnings():
             depth, scale, shift = aligned(truth, pred, valid, how)
             row = zeroshot_errors(truth, depth, valid, (1e-3, 10.0))
-        assert set(row) == set(ZEROSHOT_METRICS) and all(np.isnan(v) for v in row.values())
+        assert set(row) == set(SUITE_METRICS) and all(np.isnan(v) for v in row.values())
         if how != "none":
             assert np.isnan(scale) and np.isnan(shift) and np.isnan(depth).all()
     # ETH3D's downsampling can leave no valid pixel of a few: the fit is undefined, not (0, 0)
@@ -284,7 +286,7 @@ def test_eval_scores_a_holed_diode_image_on_its_finite_pixels_and_lists_an_all_m
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["count"] == 2 and r["unscored"] == [{"file": entries[1][0], "reason": evaluation.UNSCORED}]
     assert [row["file"] for row in r["per_image"]] == [entries[0][0], entries[2][0]]
-    for name in ZEROSHOT_METRICS:
+    for name in SUITE_METRICS:
         assert r["metrics"][name] == pytest.approx(np.mean([row[name] for row in r["per_image"]]), abs=1e-12)
     masked = evaluation.main([*args, "--data_path", str(reference), "--testfile", str(reference / "list.txt")])
     assert masked["per_image"][0] == r["per_image"][0] and masked["per_image"][2] == r["per_image"][1]

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 import eval as evaluation
-from calculate_error import METRICS, per_image_errors_KITTI
+from calculate_error import score
 from datasets import KITTIEigen, prepare_kitti
+from protocols import KITTI_PROTOCOLS, NYU_METRICS as METRICS, PROTOCOLS, with_flags
 from synthetic.kitti_like import write_dataset
 from test_errors import error_line
 
@@ -59,7 +60,8 @@ def test_protocols_against_written_out_computations(kitti, protocol, crop, fract
     gt = torch.stack([dataset[i][1] for i in range(2)])  # padded frames: 375x1242 and 376x1241 inside
     sizes = [dataset.frame_size(i) for i in range(2)]
     assert sizes == [(375, 1242), (376, 1241)]
-    errors = per_image_errors_KITTI(gt, pred, sizes, protocol, crop, 80.0, median_scale)
+    row = with_flags(PROTOCOLS[KITTI_PROTOCOLS[protocol]], 80.0, crop)
+    errors = score(gt, pred, row, "median" if median_scale else "none", sizes)
     for i, (h, w) in enumerate(sizes):
         top, left = h - 352, (w - 1216) // 2
         truth = gt[i, 0, :h, :w].numpy()
@@ -86,6 +88,7 @@ def test_eval_skips_and_reports_none_lines_and_scores_per_drive(kitti, checkpoin
     assert set(r["per_scene"]) == {"2011_09_26_drive_0002_sync", "2011_09_30_drive_0016_sync"}
     assert r["config"]["bin_set"] == "kitti_scaled" and r["config"]["bins"] == [8.0, 12.0, 16.0, 18.0, 20.0, 22.0, 24.0]
     assert r["config"]["kitti_protocol"] == "bts" and r["config"]["eval_crop"] == "garg" and r["config"]["median_scale"]
+    assert r["config"]["scored_as"] == "kitti_bts"
     dataset = KITTIEigen(root, test_list=listing)
     from monoclip import MonoCLIP
     model = MonoCLIP(checkpoint, device="cpu", bins="kitti_scaled")
@@ -94,7 +97,7 @@ def test_eval_skips_and_reports_none_lines_and_scores_per_drive(kitti, checkpoin
         assert row["file"] == file
         with torch.inference_mode():
             pred = model.predict(rgb[None])  # (1, 1, 352, 1216)
-        expected = per_image_errors_KITTI(gt[None], pred, [dataset.frame_size(index)], median_scale=True)
+        expected = score(gt[None], pred, "kitti_bts", "median", [dataset.frame_size(index)])
         for name in [*METRICS, "scale"]:
             assert row[name] == pytest.approx(expected[name][0].item(), rel=1e-5), name
 

@@ -13,8 +13,11 @@ import torch
 import cli
 import eval as evaluation
 import predict
+import protocols
 import rsa
-from datasets import captions, void
+from calculate_error import errors, score_image, valid_pixels
+from datasets import captions, kitti, void
+from protocols import PROTOCOLS, RSA_METRICS
 from synthetic.rsa_like import make_lanscale, write_dataset
 
 # their LanScaleModel's parameters (RSA/lanscale.py at rsa.RSA_COMMIT): name -> shape, for text_feat_dim=1024
@@ -112,6 +115,24 @@ def test_scale_model_files_that_do_not_fit_are_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------- depth and their evaluation
+def their_compute_errors(gt, pred):
+    """Their utils.compute_errors, written out: gt, pred (N,) float32 numpy -> {metric: float}."""
+    thresh = np.maximum(gt / pred, pred / gt)
+    err = np.log(pred) - np.log(gt)
+    expected = {"a1": (thresh < 1.25).mean(), "a2": (thresh < 1.25 ** 2).mean(), "a3": (thresh < 1.25 ** 3).mean(),
+                "rmse": np.sqrt(((gt - pred) ** 2).mean()), "rmse_log": np.sqrt((err ** 2).mean()),
+                "abs_rel": np.mean(np.abs(gt - pred) / gt), "sq_rel": np.mean((gt - pred) ** 2 / gt),
+                "silog": np.sqrt(np.mean(err ** 2) - np.mean(err) ** 2) * 100,
+                "log10": np.mean(np.abs(np.log10(pred) - np.log10(gt)))}
+    return {k: float(v) for k, v in expected.items()}
+
+
+def rsa_score(gt, depth, dataset):
+    """One image scored by RSA's row of dataset: its metrics (the fit's scale and shift left out)."""
+    scored = score_image(gt, depth, PROTOCOLS[f"{dataset.lower()}_rsa"])
+    return {name: scored[name] for name in RSA_METRICS}
+
+
 def test_metric_depth_of_inverse_depth_and_of_depth():
     relative = np.array([[[0.0, 0.5], [2.0, 10.0]], [[1.0, 1.0], [3.0, 0.25]]], np.float32)
     scale, shift = np.array([2.0, 0.5], np.float32), np.array([0.1, 0.2], np.float32)
@@ -125,35 +146,38 @@ def test_metric_depth_of_inverse_depth_and_of_depth():
 
 
 def test_their_clamps_mask_and_kitti_region():
-    protocol = rsa.RSA_PROTOCOLS["NYU"]
-    assert (protocol.min_depth, protocol.max_depth) == (0.2, 10.0)  # change_to_void's 0.2 stays for NYU
-    clamped = rsa.clamped(np.array([-np.inf, np.inf, np.nan, 0.1, 0.2, 5.0, 10.0, 11.0], np.float32), protocol)
-    assert clamped.tolist() == pytest.approx([0.2, 10.0, 0.2, 0.2, 0.2, 5.0, 10.0, 10.0])
+    protocol = PROTOCOLS["nyu_rsa"]
+    assert protocol.valid_range == protocol.clamp == (0.2, 10.0)  # change_to_void's 0.2 stays for NYU
+    assert not protocol.max_inclusive and protocol.floor is None and not protocol.clamp_truth
+    depth = np.array([-np.inf, np.inf, np.nan, 0.1, 0.2, 5.0, 10.0, 11.0], np.float32)
+    clamped = np.array([0.2, 10.0, 0.2, 0.2, 0.2, 5.0, 10.0, 10.0], np.float32)  # their order: below min -> min,
+    # above max -> max, then inf -> max and NaN -> min
+    gt = np.linspace(1.0, 8.0, 8).astype(np.float32)
+    for i in range(8):  # each pixel as a one-pixel image: its rmse is |gt - clamped|
+        row = score_image(gt[i].reshape(1, 1), depth[i].reshape(1, 1), protocol)
+        assert row["rmse"] == float(abs(gt[i] - clamped[i])), depth[i]  # float32 as theirs
+    assert rsa_score(gt[None], depth[None], "NYU") == their_compute_errors(gt, clamped)
     gt = np.array([[0.2, 0.21, 9.99, 10.0]], np.float32)
-    assert rsa.scored_region(gt, protocol).tolist() == [[False, True, True, False]]  # both ends open
-    kitti = rsa.RSA_PROTOCOLS["KITTI"]
-    region = rsa.scored_region(np.full((352, 1216), 5.0, np.float32), kitti)
+    assert valid_pixels(gt, gt, protocol).tolist() == [[False, True, True, False]]  # both ends open
+    region = valid_pixels(np.full((352, 1216), 5.0, np.float32), np.ones((352, 1216), np.float32),
+                          PROTOCOLS["kitti_rsa"])
     rows, cols = np.nonzero(region)
     assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (143, 349, 43, 1172)  # Garg's of the box
     full = np.zeros((375, 1242), np.float32)
     full[23:, 13:1229] = 1
-    assert rsa.benchmark_crop(full).shape == (352, 1216) and rsa.benchmark_crop(full).all()
+    box = full[kitti.benchmark_box(*full.shape)]
+    assert box.shape == (352, 1216) and box.all()
+    assert PROTOCOLS["kitti_rsa"].truth_region == "kitti_box"  # their loader's do_kb_crop, before the crop
 
 
 def test_errors_are_their_compute_errors():
     rng = np.random.default_rng(0)
     gt = rng.uniform(0.5, 9, 500).astype(np.float32)
     pred = (gt * rng.uniform(0.7, 1.4, 500)).astype(np.float32)
-    got = rsa.errors(gt, pred)
-    thresh = np.maximum(gt / pred, pred / gt)
-    err = np.log(pred) - np.log(gt)
-    expected = {"a1": (thresh < 1.25).mean(), "a2": (thresh < 1.25 ** 2).mean(), "a3": (thresh < 1.25 ** 3).mean(),
-                "rmse": np.sqrt(((gt - pred) ** 2).mean()), "rmse_log": np.sqrt((err ** 2).mean()),
-                "abs_rel": np.mean(np.abs(gt - pred) / gt), "sq_rel": np.mean((gt - pred) ** 2 / gt),
-                "silog": np.sqrt(np.mean(err ** 2) - np.mean(err) ** 2) * 100,
-                "log10": np.mean(np.abs(np.log10(pred) - np.log10(gt)))}
-    assert got == {k: float(v) for k, v in expected.items()}  # float32 as theirs: equal to the bit
-    assert all(np.isnan(v) for v in rsa.errors(gt[:0], pred[:0]).values())
+    got = errors(gt, pred, RSA_METRICS, protocols.RSA)
+    assert got == their_compute_errors(gt, pred)  # float32 as theirs: equal to the bit
+    assert list(got) == ["a1", "a2", "a3", "abs_rel", "log10", "rmse", "rmse_log", "sq_rel", "silog"]
+    assert all(np.isnan(v) for v in errors(gt[:0], pred[:0], RSA_METRICS, protocols.RSA).values())
 
 
 # ---------------------------------------------------------------- captions and their features
@@ -206,7 +230,6 @@ def library_rows(data, dataset, checkpoint):
     from datasets import kitti, nyu
     encoder = rsa.CaptionEncoder(FrozenCLIP(checkpoint, device="cpu"))
     model, _ = rsa.load_scale_model(str(data / "lanscale.pt"))
-    protocol = rsa.RSA_PROTOCOLS[dataset.upper()]
     folder = captions.split_folder(str(data / "text"), dataset, "test")
     if dataset == "void":
         files = [line.strip() for line in open(data / "void" / "test_image.txt")]
@@ -222,11 +245,11 @@ def library_rows(data, dataset, checkpoint):
             gt = nyu.load_depth(str(data / "nyu" / nyu.SPLIT_DIR / file.replace("rgb_", "sync_depth_")
                                     .replace(".jpg", ".png")), clip=False)[0].numpy()
         elif dataset == "kitti":
-            gt = rsa.benchmark_crop(kitti.load_depth(str(data / "kitti" / kitti.GT_FOLDER / kitti.gt_of(file)))[0]
-                                    .numpy())
+            frame = kitti.load_depth(str(data / "kitti" / kitti.GT_FOLDER / kitti.gt_of(file)))[0].numpy()
+            gt = frame[kitti.benchmark_box(*frame.shape)]  # their loader's do_kb_crop
         else:
             gt = void.load_depth(str(data / "void" / void.ground_truth_of(file)))
-        rows[file] = (scale.item(), shift.item(), rsa.score(gt, depth, protocol))
+        rows[file] = (scale.item(), shift.item(), rsa_score(gt, depth, dataset))
     return rows
 
 
@@ -235,11 +258,12 @@ def test_eval_language_rows_are_rsa_step_by_step_with_scale_and_shift(data, chec
     report = evaluation.main(eval_args(data, dataset, checkpoint, "--output", str(tmp_path / "r.json")))
     expected = library_rows(data, dataset, checkpoint)
     assert report["config"]["protocol"] == "rsa" and report["config"]["align"] == "language"
+    assert report["config"]["scored_as"] == f"{dataset}_rsa"
     assert {row["file"] for row in report["per_image"]} == set(expected)
     for row in report["per_image"]:
         scale, shift, metrics = expected[row["file"]]
         assert (row["scale"], row["shift"]) == pytest.approx((scale, shift), rel=1e-6)
-        assert {k: row[k] for k in rsa.METRICS} == pytest.approx(metrics, rel=1e-6)
+        assert {k: row[k] for k in RSA_METRICS} == pytest.approx(metrics, rel=1e-6)
     assert json.loads((tmp_path / "r.json").read_text())["per_image"] == report["per_image"]
 
 
@@ -330,6 +354,22 @@ def test_void_reads_their_list_in_order_and_png_over_256(data):
     assert len(shipped) == 800 and shipped[0] == "void_1500/data/desktop2/image/1552625295.7828.png"
 
 
+def test_void_without_relative_counts_only_their_range():
+    """VOID without --relative (row void_range): the suite's Marigold metrics over 0.2 < gt < 5 m only, both ends
+    open, as RSA's eval_void counts (not every gt > 0)."""
+    row = PROTOCOLS["void_range"]
+    edges = np.array([[0.0, 0.1, 0.2, 0.21, 4.99, 5.0, 6.0]], np.float32)
+    assert valid_pixels(edges, edges, row).tolist() == [[False, False, False, True, True, False, False]]
+    gt = np.random.default_rng(3).uniform(0, 7, (48, 64)).astype(np.float32)
+    pred = np.full_like(gt, 2.0)
+    got = score_image(gt, pred, row)
+    g = gt[(gt > 0.2) & (gt < 5)].astype(np.float64)
+    assert 0 < g.size < (gt > 0).sum()
+    ratio = np.maximum(g.astype(np.float32) / np.float32(2), np.float32(2) / g.astype(np.float32))
+    assert got["abs_rel"] == np.mean(np.abs(g - 2.0) / g) and got["rmse"] == np.sqrt(np.mean((g - 2.0) ** 2))
+    assert got["a1"] == np.mean(ratio < 1.25)
+
+
 # ---------------------------------------------------------------- their caption files: prepare_captions
 @pytest.fixture(scope="module")
 def caption_server(tmp_path_factory):
@@ -398,13 +438,13 @@ def test_depthclip_map_inverted_and_scaled_by_language(data, checkpoint, model):
     gt = nyu.load_depth(str(data / "nyu" / nyu.SPLIT_DIR / row["file"].replace("rgb_", "sync_depth_")
                             .replace(".jpg", ".png")), clip=False)[0].numpy()
     metric = 1 / (scale.item() / depth.numpy() + shift.item())
-    expected = rsa.score(gt, metric, rsa.RSA_PROTOCOLS["NYU"])
-    assert {k: row[k] for k in rsa.METRICS} == pytest.approx(expected, rel=1e-5)
+    expected = rsa_score(gt, metric, "NYU")
+    assert {k: row[k] for k in RSA_METRICS} == pytest.approx(expected, rel=1e-5)
 
 
 def test_the_suite_takes_relative_maps_and_scores_as_its_source(checkpoint, data, tmp_path):
-    from calculate_error import zeroshot_errors
     from datasets import zeroshot
+    from test_zeroshot import zeroshot_errors
     from synthetic.zeroshot_like import write_dataset as write_suite
     root = tmp_path / "scannet"
     write_suite("SCANNET", str(root), count=1)
@@ -421,6 +461,7 @@ def test_the_suite_takes_relative_maps_and_scores_as_its_source(checkpoint, data
                               checkpoint, "--device", "cpu"])
     row = report["per_image"][0]
     assert report["config"]["protocol"] == "depthclip" and "scale" in row  # the suite's own scoring
+    assert report["config"]["scored_as"] == "scannet_marigold"
     metric = 1 / (np.float32(row["scale"]) * relative + np.float32(row["shift"]))
     expected = zeroshot_errors(gt, metric, (gt > 0) & (gt < 10), zeroshot.PROTOCOLS["SCANNET"].clip)
     assert {k: row[k] for k in expected} == pytest.approx(expected, rel=1e-5)

@@ -2,7 +2,9 @@
 dataset's decoding, masks, ranges and box against written-out numpy; the alignments against their closed forms; the
 metrics against their formulas; bad files in one line; prepare_zeroshot's --check and --download; the suite's table.
 (Our alignment and metrics equal Marigold's alignment.py + metric.py to 4e-7, checked outside the repository.)"""
+import dataclasses
 import json
+import math
 import os
 import tarfile
 import threading
@@ -15,9 +17,10 @@ from PIL import Image
 import cli
 import eval as evaluation
 import table
-from calculate_error import aligned, least_squares, zeroshot_errors
+from calculate_error import aligned, least_squares, score_image
 from datasets import zeroshot
 from datasets.prepare_zeroshot import main as prepare
+from protocols import PROTOCOLS, SUITE_METRICS
 from synthetic.zeroshot_like import write_dataset
 from test_errors import documented
 from test_kitti import RangeHandler
@@ -28,6 +31,15 @@ SMALL_ETH3D = (48, 72)  # rows, cols: ETH3D's files are 4032x6048; the tests wri
 @pytest.fixture
 def small_eth3d(monkeypatch):
     monkeypatch.setattr(zeroshot, "ETH3D_SHAPE", SMALL_ETH3D)
+
+
+def zeroshot_errors(gt, pred, valid, clip):
+    """Marigold's metrics of one image's valid pixels (gt, pred (H, W), valid (H, W) bool), the prediction clipped
+    to clip and then to at least 1e-6 (the old calculate_error.zeroshot_errors): a Marigold suite row scoring gt > 0
+    (0 outside valid), without a box -> {metric: float} in SUITE_METRICS (the fit's scale and shift left out)."""
+    row = dataclasses.replace(PROTOCOLS["scannet_marigold"], valid_range=(0.0, math.inf), clamp=clip)
+    scored = score_image(np.where(valid, gt, 0), pred, row)
+    return {name: scored[name] for name in SUITE_METRICS}
 
 
 def written(name, root, count=2):
@@ -50,13 +62,13 @@ def expected_ground_truth(name, root, entry):
         return gt, np.load(os.path.join(root, mask)).astype(bool)
     box = np.zeros((480, 640) if name == "IBIMS" else (500, 700), bool)
     box[45:471, 41:601] = True
-    if name == "IBIMS":
-        gt = np.asarray(Image.open(path), np.float32) * 50 / 65535
+    if name == "IBIMS":  # float64 as ZoeDepth's loaders decode
+        gt = np.asarray(Image.open(path)).astype(np.float64) * 50 / 65535
         invalid, transparent = (np.asarray(Image.open(os.path.join(root, m))) for m in mask)
         valid = invalid * transparent
         gt = np.where(valid, gt, -1)
         return gt, (gt > 0) & (gt < 10) & box
-    gt = np.asarray(Image.open(path), np.float32) / 1000
+    gt = np.asarray(Image.open(path)).astype(np.float64) / 1000.0
     gt[gt > 8] = -1
     return gt, (gt > 0) & (gt < 8) & box
 
@@ -71,6 +83,7 @@ def test_each_dataset_reads_as_its_source(name, tmp_path, small_eth3d):
         expected, scored = expected_ground_truth(name, str(tmp_path), entry)
         assert scored.any() and not scored.all()  # holes, masks, ranges or the box leave some out
         np.testing.assert_allclose(gt[0].numpy(), np.where(scored, expected, 0), rtol=1e-6)
+        assert gt.numpy().dtype == expected.dtype  # float64 where ZoeDepth decodes so (iBims, SUN RGB-D)
         assert tuple(gt.shape[1:]) == data.output_size([index]) and max(rgb.shape[1:]) == 544
 
 
@@ -114,6 +127,62 @@ def test_metrics_are_marigolds_formulas():
         np.sqrt(np.mean((np.array([10, 10, 10]) - g) ** 2)))  # clipped to the dataset's range first
 
 
+@pytest.mark.parametrize("name", ["IBIMS", "SUNRGBD"])
+def test_zoedepths_rows_compute_as_its_compute_metrics(name):
+    """ZoeDepth's misc.py compute_metrics on its iBims / SUN RGB-D configs (min_depth_eval 0, max_depth_eval 10 / 8,
+    eigen_crop): the ground truth float64 as its loaders decode it, the prediction float32, clamped to the range
+    (+inf -> max) with no floor, its compute_errors in numpy's promotion, written out."""
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 65536 if name == "IBIMS" else 12000, (480, 640)).astype(np.uint16)
+    gt = raw.astype(np.float64) * 50 / 65535 if name == "IBIMS" else raw.astype(np.float64) / 1000.0
+    high = 10.0 if name == "IBIMS" else 8.0
+    pred = rng.uniform(0.05, high + 3, (480, 640)).astype(np.float32)
+    pred[::7, ::5] = np.inf
+    got = score_image(gt, pred, PROTOCOLS[f"{name.lower()}_zoedepth"])
+    p = pred.copy()  # their order: below min -> min, above max -> max, inf -> max, NaN -> min
+    p[p < 0] = 0
+    p[p > high] = high
+    p[np.isinf(p)] = high
+    valid = np.logical_and(gt > 0, gt < high)
+    box = np.zeros_like(valid)
+    box[45:471, 41:601] = True
+    g, p = gt[valid & box], p[valid & box]
+    assert g.dtype == np.float64 and p.dtype == np.float32 and (p == high).any()
+    thresh = np.maximum((g / p), (p / g))
+    err = np.log(p) - np.log(g)
+    expected = {"a1": (thresh < 1.25).mean(), "a2": (thresh < 1.25 ** 2).mean(), "a3": (thresh < 1.25 ** 3).mean(),
+                "abs_rel": np.mean(np.abs(g - p) / g), "sq_rel": np.mean(((g - p) ** 2) / g),
+                "rmse": np.sqrt(((g - p) ** 2).mean()), "rmse_log": np.sqrt(((np.log(g) - np.log(p)) ** 2).mean()),
+                "silog": np.sqrt(np.mean(err ** 2) - np.mean(err) ** 2) * 100,
+                "log10": (np.abs(np.log10(g) - np.log10(p))).mean(),
+                "i_rmse": np.sqrt(np.mean((1 / p - 1 / g) ** 2))}  # not theirs: Marigold's formula, in their dtypes
+    assert {k: got[k] for k in expected} == {k: float(v) for k, v in expected.items()}
+    assert (got["scale"], got["shift"]) == (1.0, 0.0)
+
+
+def test_a_prediction_of_zero_is_infinite_on_zoedepths_rows_unless_aligned(recwarn):
+    """ZoeDepth clamps at its min_depth_eval of 0 and takes the log: an unaligned prediction of 0 m makes log10,
+    rmse_log and silog infinite or NaN, as theirs (without numpy's warnings); eval.py leaves that image out of the
+    means with its own reason. An --align fit ends with Marigold's 1e-6 floor, as the Marigold rows always do."""
+    gt = np.full((480, 640), 3.0)
+    pred = np.full((480, 640), 2.5, np.float32)
+    pred[100, 100] = -1.0  # below 0: clamped to 0
+    row = PROTOCOLS["sunrgbd_zoedepth"]
+    unaligned = score_image(gt, pred, row)
+    assert unaligned["a1"] == 1 - 1 / (426 * 560)  # the 0 m pixel's ratio is infinite; the box holds 426 x 560
+    assert math.isinf(unaligned["rmse_log"]) and not math.isfinite(unaligned["silog"])
+    assert not recwarn.list
+    scored, unscored = evaluation.split_unscored([{"file": "a.jpg", **unaligned}])
+    assert scored == [] and unscored == [{"file": "a.jpg", "reason": evaluation.NOT_FINITE}]
+    fit = score_image(gt, pred, row, "median")  # scale 1.2: the pixel is -1.2 m, clipped to 0, then floored
+    floored = np.where(np.arange(pred.size).reshape(pred.shape) == 100 * 640 + 100, 1e-6, 3.0)
+    box = np.zeros(pred.shape, bool)
+    box[45:471, 41:601] = True
+    assert fit["rmse_log"] == pytest.approx(np.sqrt(np.mean(np.log(3.0 / floored[box]) ** 2)), rel=1e-6)
+    assert evaluation.split_unscored([{"file": "a.jpg", **dict.fromkeys(fit, math.nan), "scale": 1.0}])[1][0][
+        "reason"] == evaluation.UNSCORED
+
+
 @pytest.mark.parametrize("name", ["eth3d", "ScanNet", "diode", "IBIMS", "sunrgbd"])
 def test_eval_scores_each_dataset_with_the_alignment_in_every_row(name, tmp_path, checkpoint, small_eth3d):
     listing = written(name.upper(), tmp_path / "data")
@@ -124,6 +193,8 @@ def test_eval_scores_each_dataset_with_the_alignment_in_every_row(name, tmp_path
     results = json.loads(out.read_text())
     assert results["dataset"] == name.upper() and results["count"] == 2
     assert results["config"]["align"] == "lstsq" and results["config"]["source"] in ("Marigold", "ZoeDepth")
+    source = "zoedepth" if name.upper() in ("IBIMS", "SUNRGBD") else "marigold"
+    assert results["config"]["scored_as"] == f"{name.lower()}_{source}"
     for row in results["per_image"]:
         assert {"scale", "shift", "abs_rel", "a1", "silog", "i_rmse"} <= set(row)
     assert results["metrics"]["abs_rel"] == pytest.approx(np.mean([r["abs_rel"] for r in results["per_image"]]))
