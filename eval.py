@@ -166,12 +166,11 @@ def split_unscored(rows):
     rows do unaligned, clamping at 0: its means would be infinite, JSON has no infinity)."""
     scored, unscored = [], []
     for row in rows:
-        values = {key: value for key, value in row.items() if key not in ("file", "scale", "shift")}
-        if all(math.isfinite(value) for value in [*values.values(), *(row.get(k, 0.0) for k in ("scale", "shift"))]):
+        if all(math.isfinite(value) for key, value in row.items() if key != "file"):
             scored.append(row)
-        else:
-            reason = NOT_FINITE if any(math.isfinite(value) for value in values.values()) else UNSCORED
-            unscored.append({"file": row["file"], "reason": reason})
+            continue
+        metrics = [value for key, value in row.items() if key not in ("file", "scale", "shift")]
+        unscored.append({"file": row["file"], "reason": NOT_FINITE if any(map(math.isfinite, metrics)) else UNSCORED})
     return scored, unscored
 
 
@@ -304,7 +303,8 @@ def open_dataset(r):
                                     eval_crop=args.eval_crop, cap=args.cap)
     frame_sizes = (lambda indices: [r.dataset.frame_size(i) for i in indices]) if args.dataset == "KITTI" else \
         (lambda indices: None)
-    r.errors = lambda gt, pred, indices: score(gt, pred, r.protocol, args.align, frame_sizes(indices))
+    fits = r.relative.fits if r.relative else (lambda indices: None)  # --align language's, found when predicting
+    r.errors = lambda gt, pred, indices: score(gt, pred, r.protocol, args.align, frame_sizes(indices), fits(indices))
     if r.relative:
         r.relative.scored_with(r)
 
@@ -366,8 +366,8 @@ def predict_and_score(r):
 def run_config(r, prompts, names):
     """One setting's results config: the model's and the prompts' settings (or the baseline's), then the data's."""
     args = r.args
-    data = {"dataset": args.dataset, "protocol": args.protocol, "scored_as": r.protocol.name, **r.dataset_config, "scenes": args.scenes,
-            "limit": args.limit,
+    data = {"dataset": args.dataset, "protocol": args.protocol, "scored_as": r.protocol.name, **r.dataset_config,
+            "scenes": args.scenes, "limit": args.limit,
             "median_scale": args.median_scale, "normalize": args.normalize, "flip": not args.no_flip,
             "batch_size": args.batch_size, "workers": r.workers, "world_size": r.world}
     if r.relative:

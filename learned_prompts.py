@@ -96,6 +96,7 @@ def bin_centres(preset, depth_range=DEPTH_RANGES["nyu"]):
     (train.py --bins) as it is. ValueError else."""
     if isinstance(preset, (list, tuple)):
         return [float(centre) for centre in preset]
+    preset = str(preset)  # a params YAML may hold a number
     if preset == "paper":
         return list(BIN_SETS["paper"])
     match = re.fullmatch(r"(dset|const80)-(even|log)-(\d+)", preset)
@@ -385,7 +386,7 @@ def layout(template, depth_tokens, object_tokens, bins, depth_range, backbone, w
         raise ValueError(f"{where}: object_tokens: {object_tokens} is not supported (paper or learned-static-1; "
                          f"imgf tokens are image-conditioned)")
     try:
-        centres = bin_centres(bins if isinstance(bins, (list, tuple)) else str(bins), depth_range)
+        centres = bin_centres(bins, depth_range)
     except ValueError as error:
         raise ValueError(f"{where}: depth_bin_centres: {error}") from None
     depth = int(learned.group(1)) if learned else DEPTH_WORDS[depth_tokens]

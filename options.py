@@ -31,10 +31,7 @@ RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 COUNT = bounded(int, at_least=1)  # images, epochs, rounds
 NONNEGATIVE = bounded(int, at_least=0)  # seeds, workers
 POSITIVE = bounded(float, more_than=0)  # metres, pixels, rates, temperatures
-
-
-GIB = bounded(float, at_least=0)  # memory sizes
-GRAD_CLIP = bounded(float, at_least=0)
+AT_LEAST_ZERO = bounded(float, at_least=0)  # GiB, gradient norms, weight decay, a decay's end rate
 
 
 class ListError(argparse.ArgumentTypeError, ValueError):
@@ -121,14 +118,14 @@ FLAGS = {  # every flag that more than one script takes, defined once: {name: ad
     "--batch_size": dict(type=COUNT, help="images per step"),
     "--epochs": dict(type=COUNT, help="passes over the training images"),
     "--lr": dict(type=POSITIVE, help="the learning rate"),
-    "--grad_clip": dict(type=GRAD_CLIP, help="gradient-norm clipping (0: none, as Lightning's gradient_clip_val "
+    "--grad_clip": dict(type=AT_LEAST_ZERO, help="gradient-norm clipping (0: none, as Lightning's gradient_clip_val "
                         "0)"),
     "--val_count": dict(type=NONNEGATIVE, default=50, help="training images held out and scored each epoch; "
                         "never the test set"),
     "--init": dict(metavar="FILE", help="start from the parameters in this file instead of fresh ones"),
     "--cache": dict(metavar="DIR", help="keep what the frozen CLIP computes here, reused by later runs with the "
                     "same settings"),
-    "--keep_gb": dict(type=GIB, help="data kept in memory up to this many GiB; beyond, read again each step"),
+    "--keep_gb": dict(type=AT_LEAST_ZERO, help="data kept in memory up to this many GiB; beyond, read again each step"),
     "--device": dict(default="auto", help="auto, cpu, cuda or cuda:N"),
     "--precision": dict(default="auto", choices=PRECISIONS, help="auto: fp16 on CUDA (the DepthCLIP authors' "
                         "evaluation and RSA's), fp32 on a CPU; bf16 runs under autocast (or a graph runtime's "
@@ -225,7 +222,7 @@ def check_model_arguments(p, args):
     try:
         if args.clip_model.startswith(open_clip_adapter.PREFIX):
             require("open_clip", f"--clip_model {args.clip_model}", "open_clip_torch")
-        learned_prompts.prompts_from(vars(args))  # words, bins, templates and their length, before any data or model is read
+        learned_prompts.prompts_from(vars(args))  # words, bins, templates and their length, before any data or model
     except ValueError as error:
         p.error(str(error))
 
@@ -243,8 +240,8 @@ def eval_options():
     data.add_argument("--scenes", type=comma_list, help="evaluate only these scene folders (NYU) or drives (KITTI), "
                       "e.g. bathroom,classroom")
     data.add_argument("--limit", type=COUNT, help="evaluate only the first N pairs")
-    data.add_argument("--align", choices=[*protocols.ALIGNMENTS, "language"], help="per image before scoring: none (default); "
-                      "median: x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in "
+    data.add_argument("--align", choices=[*protocols.ALIGNMENTS, "language"], help="per image before scoring: none "
+                      "(default); median: x median(gt)/median(pred) (monodepth2's); lstsq: scale and shift by least squares in "
                       "depth (Marigold's); lstsq_disparity: the same in inverse depth (MiDaS, Depth Anything). lstsq "
                       "and lstsq_disparity: the zero-shot suite and --relative; language: RSA's scale and shift from "
                       "the image's caption (--relative, --scale_model)")
@@ -534,7 +531,7 @@ def train_options():
     flag(fit, "--epochs", default=d["epochs"], what="OneCycleLR's schedule spans them all")
     flag(fit, "--batch_size", default=d["batch_size"], what="over all processes under torchrun")
     flag(fit, "--lr", default=d["lr"], what="AdamW's and OneCycleLR's maximum")
-    fit.add_argument("--weight_decay", type=bounded(float, at_least=0), default=d["weight_decay"], help="AdamW's")
+    fit.add_argument("--weight_decay", type=AT_LEAST_ZERO, default=d["weight_decay"], help="AdamW's")
     fit.add_argument("--div_factor", type=POSITIVE, default=d["div_factor"], help="OneCycleLR's")
     fit.add_argument("--final_div_factor", type=POSITIVE, default=d["final_div_factor"], help="OneCycleLR's")
     flag(fit, "--grad_clip", default=d["grad_clip"])

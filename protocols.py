@@ -99,23 +99,30 @@ def depthclip_kitti(name, placement, truth_region, source):
                     clamp=(MIN_DEPTH, kitti.CAP), clamp_truth=True)
 
 
-def suite(name, reader, arithmetic, clip, non_finite=None, floor=None):
+def their_clamp_order(low, high):
+    """non_finite for BTS's lineage of compute_metrics (RSA's, ZoeDepth's): below min -> min, above max -> max, then
+    inf -> max and NaN -> min, so -inf ends at min."""
+    return low, high, low
+
+
+def suite(name, reader, arithmetic, floor=None, non_finite=None):
     """A zero-shot suite row: its reader (datasets/zeroshot.py, datasets/void.py) masks the ground truth, outside
-    whose valid range and box it gives 0. Aligned predictions take Marigold's 1e-6 floor (its alignment's last step)
-    where the source has no floor: ZoeDepth scores metric depth unaligned, and clamps at 0."""
+    whose valid range and box it gives 0, and says the prediction's clip. Aligned predictions take Marigold's 1e-6
+    floor (its alignment's last step) where the source has no floor: ZoeDepth scores metric depth unaligned, and
+    clamps at 0."""
     low_high = reader.valid_range or (0.0, math.inf)
     return Protocol(name, reader.name, reader.source, "the image resized to --long_side (544), its depth upsampled "
                     "bilinearly to the ground truth's size", reader.layout, low_high, SUITE_METRICS, arithmetic,
-                    crop=reader.box, clamp=clip, non_finite=non_finite, floor=floor, aligned_floor=MARIGOLD_FLOOR,
-                    alignments=ALIGNMENTS,
-                    reports_fit=True, align_max_resolution=reader.align_max_resolution)
+                    crop=reader.box, clamp=reader.clip, non_finite=non_finite, floor=floor,
+                    aligned_floor=MARIGOLD_FLOOR, alignments=ALIGNMENTS, reports_fit=True,
+                    align_max_resolution=reader.align_max_resolution)
 
 
 def rsa_row(dataset, high, truth_region="frame", crop_fractions=None):
     return Protocol(f"{dataset.lower()}_rsa", dataset, "Zeng et al. 2024's RSA (Adonis-galaxy/RSA train_3d.py eval, "
                     "eval_void; utils.compute_errors)", "a relative depth (--relative) from elsewhere",
                     "as their loader decodes it", (RSA_MIN_DEPTH, high), RSA_METRICS, RSA, truth_region=truth_region,
-                    crop_fractions=crop_fractions, non_finite=(RSA_MIN_DEPTH, high, RSA_MIN_DEPTH),
+                    crop_fractions=crop_fractions, non_finite=their_clamp_order(RSA_MIN_DEPTH, high),
                     clamp=(RSA_MIN_DEPTH, high), alignments=(*ALIGNMENTS, "language"), reports_fit=True)
 
 
@@ -139,18 +146,17 @@ ROWS = [
              max_inclusive=True, crop_fractions=kitti.CROPS["garg"], view_clamp=LEARNED_RANGE["KITTI"],
              non_finite=(MIN_DEPTH, kitti.CAP, kitti.CAP), clamp=LEARNED_RANGE["KITTI"], clamp_truth=True,
              alignments=("none",)),
-    *[suite(f"{name.lower()}_marigold", zeroshot.PROTOCOLS[name], MARIGOLD, zeroshot.PROTOCOLS[name].clip,
-            floor=MARIGOLD_FLOOR) for name in ("ETH3D", "SCANNET", "DIODE")],
-    *[suite(f"{name.lower()}_zoedepth", zeroshot.PROTOCOLS[name], ZOEDEPTH, zeroshot.PROTOCOLS[name].clip,
-            non_finite=(zeroshot.PROTOCOLS[name].clip[0], zeroshot.PROTOCOLS[name].clip[1],
-                        zeroshot.PROTOCOLS[name].clip[0])) for name in ("IBIMS", "SUNRGBD")],
-    suite("void_range", void.PROTOCOL, MARIGOLD, void.PROTOCOL.clip, floor=MARIGOLD_FLOOR),
+    *[suite(f"{name.lower()}_marigold", zeroshot.PROTOCOLS[name], MARIGOLD, floor=MARIGOLD_FLOOR)
+      for name in ("ETH3D", "SCANNET", "DIODE")],
+    *[suite(f"{name.lower()}_zoedepth", zeroshot.PROTOCOLS[name], ZOEDEPTH,
+            non_finite=their_clamp_order(*zeroshot.PROTOCOLS[name].clip)) for name in ("IBIMS", "SUNRGBD")],
+    suite("void_range", void.PROTOCOL, MARIGOLD, floor=MARIGOLD_FLOOR),
     rsa_row("NYU", nyu.MAX_DEPTH),
     rsa_row("KITTI", kitti.CAP, "kitti_box", kitti.CROPS["garg"]),
     rsa_row("VOID", void.VALID_RANGE[1]),
 ]
 PROTOCOLS = {row.name: row for row in ROWS}
-RSA_ROWS = {row.name: row for row in ROWS if row.name.endswith("_rsa")}  # relative maps (--relative) on NYU, KITTI, VOID
+RSA_ROWS = {row.name: row for row in ROWS if row.name.endswith("_rsa")}  # --relative maps on NYU, KITTI, VOID
 RSA_DATASETS = [row.dataset for row in RSA_ROWS.values()]
 DEFAULTS = {"NYU": "nyu_depthclip", "KITTI": "kitti_bts", "VOID": "void_range", "ETH3D": "eth3d_marigold",
             "SCANNET": "scannet_marigold", "DIODE": "diode_marigold", "IBIMS": "ibims_zoedepth",
@@ -183,8 +189,9 @@ def resolve(dataset, protocol=None, kitti_protocol=None, relative=False):
 
 
 def with_flags(row, cap=None, eval_crop=None):
-    """KITTI's DepthCLIP rows under --cap and --eval_crop (the table holds their defaults, 80 m and Garg's)."""
-    if row.dataset != "KITTI" or row.name == "kitti_auty2023":
+    """KITTI's DepthCLIP rows (kitti_bts, kitti_depthclip) under --cap and --eval_crop (the table holds their
+    defaults, 80 m and Garg's); every other row, Auty & Mikolajczyk's and RSA's KITTI rows too, as it is."""
+    if row.name not in KITTI_PROTOCOLS.values():
         return row
     cap = row.valid_range[1] if cap is None else cap
     crop = kitti.CROPS[eval_crop] if eval_crop else row.crop_fractions

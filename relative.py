@@ -12,8 +12,8 @@
 
 A map covers the frame the dataset is scored on: NYU and VOID 480x640 (the whole frame, as RSA evaluates), KITTI
 the 352x1216 benchmark box (a full-frame map is cropped to it), the zero-shot suite its ground truth's size.
-NYU, KITTI and VOID are scored by RSA's protocol (protocols.PROTOCOLS' *_rsa rows; eval.py --protocol rsa, the default with
---relative), the suite by its own.
+NYU, KITTI and VOID are scored by RSA's protocol (protocols.PROTOCOLS' *_rsa rows; eval.py --protocol rsa, the
+default with --relative), the suite by its own.
 """
 import os
 
@@ -23,7 +23,6 @@ import torch
 import options
 import protocols
 import rsa
-from calculate_error import score
 from clip_runtime import FrozenCLIP
 from datasets import captions, kitti, nyu, void
 from datasets.images import resolve_normalization
@@ -155,16 +154,14 @@ class Relative:
         return self.source == options.RELATIVE_DEPTHCLIP
 
     def scored_with(self, r):
-        """Takes eval.open_dataset's dataset and row: its errors use the fits --align language found, its config says
-        RSA's protocol and the alignment."""
-        self.dataset, self.protocol = r.dataset, r.protocol
-        if self.protocol.name in protocols.RSA_ROWS:
-            low, high = self.protocol.valid_range
+        """Takes eval.open_dataset's dataset; the results' config says RSA's protocol and the alignment."""
+        self.dataset = r.dataset
+        if r.protocol.name in protocols.RSA_ROWS:
+            low, high = r.protocol.valid_range
             r.dataset_config["rsa_protocol"] = {
                 "min_depth": low, "max_depth": high,
-                "box": "kitti_benchmark" if self.protocol.truth_region == "kitti_box" else None,
-                "crop": self.protocol.crop_fractions}
-        r.errors = self.errors
+                "box": "kitti_benchmark" if r.protocol.truth_region == "kitti_box" else None,
+                "crop": r.protocol.crop_fractions}
         r.dataset_config["align"] = self.align
 
     def frame(self, index):
@@ -214,11 +211,10 @@ class Relative:
             return [rsa.metric_depth(relative, scale, shift, self.kind)[:, None]]
         return [(1 / relative if self.kind == "disparity" else relative)[:, None]]
 
-    def errors(self, gt, pred, indices):
-        """eval.evaluate's errors: calculate_error.score with --align, or with the fits language found in predict."""
-        fits = [self.scales.pop(i) for i in indices] if self.align == ALIGN else None
-        sizes = [self.dataset.frame_size(i) for i in indices] if self.args.dataset == "KITTI" else None
-        return score(gt, pred, self.protocol, self.align, sizes, fits)
+    def fits(self, indices):
+        """[(scale, shift)] that --align language found for these images in predict (calculate_error.score's fits),
+        or None where the scorer fits --align itself."""
+        return [self.scales.pop(i) for i in indices] if self.align == ALIGN else None
 
     def config(self):
         """The results' config of the relative source and its alignment."""

@@ -31,9 +31,9 @@ configs/arguments_train_3d_dpt.txt), each part a flag:
   * NYU's training ground truth is zeroed outside the registered box (rows 45:472, cols 43:608); no flips, crops
     or colour changes (their augmentation is commented out).
 Ours, not theirs: --val_count images of each training list are held out and scored each epoch with their evaluation
-(calculate_error.score_image, the first caption) instead of choosing the kept weights on the test sets; the kept weights are those
-of the epoch their rule would keep (at least half of the compared metrics no worse than the kept ones'), or the
-last with --keep_last. Draws come from generators seeded by (seed, epoch), so a resumed run repeats an
+(calculate_error.score_image, the first caption) instead of choosing the kept weights on the test sets; the kept
+weights are those of the epoch their rule would keep (at least half of the compared metrics no worse than the kept
+ones'), or the last with --keep_last. Draws come from generators seeded by (seed, epoch), so a resumed run repeats an
 uninterrupted one.
 
     torchrun --nproc_per_node N train_scale.py ...   # each process takes a share of every batch, gradients summed
@@ -56,7 +56,7 @@ import options
 import protocols
 import rsa
 from calculate_error import score_image
-from clip_runtime import PRECISIONS, FrozenCLIP, pick_device, start_distributed
+from clip_runtime import FrozenCLIP, pick_device, start_distributed
 from datasets import captions, kitti, nyu, void
 from train import NYU_PIPELINE, Memo, read_last, refuse_changed, save_checkpoint, split_train_val
 
@@ -246,8 +246,8 @@ def normalized(losses, world, normalize_kitti):
 
 
 def validate(model, encoder, sets, held_out, kind, rank=0, world=1):
-    """{dataset: mean metrics} over the held-out images, scored as their evaluation (calculate_error.score_image, first caption,
-    no eps); each process scores its share under torchrun."""
+    """{dataset: mean metrics} over the held-out images, scored as their evaluation (calculate_error.score_image, first
+    caption, no eps); each process scores its share under torchrun."""
     results = {}
     with torch.no_grad():
         for name, indices in held_out.items():
@@ -438,7 +438,7 @@ def train_scale_options():
     options.flag(fit, "--batch_size", default=4, what="of each dataset (their DPT config; 8 for Depth "
                  "Anything, 5 for MiDaS)")
     options.flag(fit, "--lr", default=3e-5, what="Adam's first")
-    fit.add_argument("--end_lr", type=cli.bounded(float, at_least=0), default=1e-5, help="where the 0.9-power decay would end")
+    fit.add_argument("--end_lr", type=options.AT_LEAST_ZERO, default=1e-5, help="where the 0.9-power decay would end")
     fit.add_argument("--loss", default="Huber", choices=list(PIXEL_LOSSES), help="the pixel loss (their --loss_type)")
     options.flag(fit, "--grad_clip", default=1.0)
     fit.add_argument("--normalize_kitti", action="store_true", help="divide KITTI's loss by its value as NYU's and "

@@ -118,8 +118,7 @@ def require(path, name):
 
 def read_ground_truth(name, root, entry):
     """(gt (H, W) metres, float32, or float64 where the source decodes so (ZoeDepth's), scored (H, W) bool): the
-    source's decoding, masks, valid range and box. A DataError
-    names a file of the wrong type or shape.
+    source's decoding, masks, valid range and box. A DataError names a file of the wrong type or shape.
 
     A pixel whose depth is NaN or +-inf is never scored. Where the source compares with a range (ETH3D, ScanNet,
     iBims-1, SUN RGB-D) its comparisons already leave such pixels out; the PNGs cannot hold them anyway. DIODE's
@@ -142,7 +141,7 @@ def read_ground_truth(name, root, entry):
         gt = load_npy(path).squeeze()
     elif name == "IBIMS":
         gt = depth_values(open_image(path), path, "iBims-1 depth is a 16-bit PNG (x 50 / 65535 m)").astype(
-            np.float64) * 50.0 / 65535  # float64, as ZoeDepth's loader decodes it (and scores it: ZOEDEPTH)
+            decoded) * 50.0 / 65535
         masks = [np.asarray(open_image(os.path.join(root, m))) for m in mask_file]
         for m, file in zip(masks, mask_file):
             check_shape(m, gt, os.path.join(root, file))

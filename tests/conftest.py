@@ -3,6 +3,8 @@ optional packages imported or their tests skipped with the reason."""
 import importlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -14,6 +16,15 @@ from synthetic.nyu_like import write_dataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("DEPTHCLIP_GRAPH_CACHE", tempfile.mkdtemp(prefix="depthclip-graphs-"))  # the runtimes'
 # exports (graph_runtime.py) go to a folder of this session's, not the user's ~/.cache
+
+
+def torchrun(script, *argv, **run):
+    """Runs the repository's script under torchrun, two processes on the CPU (gloo); what the ranks said, should it
+    fail. run: subprocess.run's cwd (default: the repository) or env."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           os.path.join(ROOT, script), *argv], capture_output=True, text=True, timeout=300,
+                          **{"cwd": ROOT, **run})
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def optional(name):

@@ -1,19 +1,16 @@
 """eval.py as a researcher uses it: results file, presets, scene filters, baselines, several processes."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 import eval as evaluation
+from conftest import torchrun
 from datasets import NYUDepthV2
 from monoclip import BIN_SETS, PROMPT_SETS
 from protocols import NYU_METRICS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_eval(nyu_like, tmp_path, *extra, name="results.json"):
@@ -115,11 +112,9 @@ def test_two_processes_equal_one(nyu_like, checkpoint, tmp_path):
     """torchrun shards the list (each image once, 5 images over 2 ranks) and rank 0 writes the same results."""
     single = run_eval(nyu_like, tmp_path, "--clip_model", checkpoint, "--limit", "5", name="single.json")
     out = tmp_path / "two.json"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    os.path.join(ROOT, "eval.py"), "--data_path", nyu_like, "--testfile_nyu", "auto", "--limit", "5",
-                    "--clip_model", checkpoint, "--workers", "0", "--batch_size", "2", "--device", "cpu",
-                    "--output", str(out)], check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   capture_output=True)
+    torchrun("eval.py", "--data_path", nyu_like, "--testfile_nyu", "auto", "--limit", "5", "--clip_model", checkpoint,
+             "--workers", "0", "--batch_size", "2", "--device", "cpu", "--output", str(out), cwd=tmp_path,
+             env={**os.environ, "OMP_NUM_THREADS": "1"})
     with open(out) as f:
         two = json.load(f)
     assert two["count"] == 5 and two["config"]["world_size"] == 2

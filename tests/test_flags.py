@@ -10,7 +10,9 @@ import yaml
 
 import cli
 import options
+import protocols
 import train_scale
+from datasets import kitti
 from test_errors import documented
 from test_train import error_line
 
@@ -174,7 +176,6 @@ def test_train_refuses_a_precision_it_does_not_train_in(capsys, tmp_path):
     assert "train.py trains in fp32" in line
 
 
-SCRIPT_PARSERS = {**{script: make for script, (make, _) in PARSERS.items()}}
 PACKAGE_SCRIPTS = ["convert_prompts", "datasets.prepare_nyu", "datasets.prepare_kitti", "datasets.prepare_zeroshot",
                    "datasets.prepare_captions"]
 
@@ -188,7 +189,7 @@ def named_actions(parser):
 def test_one_name_one_meaning_across_every_script(monkeypatch):
     """A flag name more than one script takes is defined once (options.FLAGS) and keeps its destination, type and
     action everywhere; a script may only narrow its choices (eval.py's datasets, train.py's)."""
-    parsers = {script: make() for script, make in SCRIPT_PARSERS.items()}
+    parsers = {script: make() for script, (make, _) in PARSERS.items()}
     parsers.update({name: generator_parser(name, monkeypatch) for name in PACKAGE_SCRIPTS})
     seen = {}
     for script, parser in parsers.items():
@@ -244,8 +245,17 @@ def test_a_protocol_that_does_not_fit_is_one_line(argv, says, capsys):
 
 
 def test_the_protocol_table_prints_every_row(capsys):
-    import protocols
     print(protocols.table())
     text = capsys.readouterr().out
     assert all(f"{name}  ({row.dataset};" in text for name, row in protocols.PROTOCOLS.items())
     assert set(protocols.DEFAULTS.values()) <= set(protocols.PROTOCOLS) and options.DATASETS == list(protocols.DEFAULTS)
+
+
+def test_cap_and_eval_crop_change_only_kittis_depthclip_rows():
+    """--cap and --eval_crop are the DepthCLIP/BTS KITTI protocols' knobs; Auty & Mikolajczyk's and RSA's KITTI rows
+    score as their code does whatever they say."""
+    for name in ("kitti_bts", "kitti_depthclip"):
+        row = protocols.with_flags(protocols.PROTOCOLS[name], 50.0, "eigen")
+        assert (row.valid_range[1], row.clamp[1], row.crop_fractions) == (50.0, 50.0, kitti.CROPS["eigen"])
+    for name in ("kitti_auty2023", "kitti_rsa", "nyu_depthclip"):
+        assert protocols.with_flags(protocols.PROTOCOLS[name], 50.0, "eigen") == protocols.PROTOCOLS[name]

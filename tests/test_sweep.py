@@ -3,8 +3,6 @@ give, to the last digit on a CPU, what separate uncached runs give."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
@@ -12,7 +10,7 @@ from PIL import Image
 import cli
 import clip.model
 import eval as evaluation
-from conftest import ROOT
+from conftest import ROOT, torchrun
 from feature_cache import FeatureCache
 from test_errors import documented
 
@@ -187,11 +185,9 @@ def test_changed_rgb_file_or_setting_is_not_served_from_the_cache(nyu_like, chec
 
 def test_two_processes_each_write_their_share(nyu_like, checkpoint, tmp_path, cache):
     out = tmp_path / "two.json"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    os.path.join(ROOT, "eval.py"), "--data_path", nyu_like, "--testfile_nyu", "auto", "--limit", "3",
-                    "--clip_model", checkpoint, "--workers", "0", "--device", "cpu", "--cache", str(cache),
-                    "--output", str(out)], check=True, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   capture_output=True)
+    torchrun("eval.py", "--data_path", nyu_like, "--testfile_nyu", "auto", "--limit", "3", "--clip_model", checkpoint,
+             "--workers", "0", "--device", "cpu", "--cache", str(cache), "--output", str(out), cwd=tmp_path,
+             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert len(entries(cache)) == 6
     warm = run_eval(nyu_like, checkpoint, tmp_path / "warm.json", "--limit", "3", "--cache", str(cache))
     assert warm["cache"] == {"views_read": 6, "views_computed": 0}

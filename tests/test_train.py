@@ -13,7 +13,7 @@ import torch
 
 import cli
 import train
-from conftest import ROOT
+from conftest import ROOT, torchrun
 from learned_prompts import LearnedPrompts
 from synthetic.taught import write_taught_dataset
 from test_errors import documented
@@ -92,10 +92,7 @@ def test_two_processes_learn_what_one_does(taught, checkpoint, tmp_path):
     common = ["--epochs", "1", "--lr", "0.1", "--keep_last", "--cache", str(tmp_path / "c")]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     train.main(train_args(taught, checkpoint, one, *common))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          os.path.join(ROOT, "train.py"), *train_args(taught, checkpoint, two, *common)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]  # what the ranks said, should it fail
+    torchrun("train.py", *train_args(taught, checkpoint, two, *common))
     a, b = LearnedPrompts.load(str(one)), LearnedPrompts.load(str(two))
     for group in ("prompt", "depth"):  # Adam divides by small gradients: float rounding grows to ~1e-5 here
         torch.testing.assert_close(a.tokens[group], b.tokens[group], atol=5e-5, rtol=0)

@@ -11,6 +11,7 @@ from PIL import Image
 
 import options
 import train
+from conftest import torchrun
 from learned_prompts import LearnedPrompts, bin_centres
 from monoclip import MonoCLIP
 from synthetic.auty_checkpoint import write_run
@@ -196,16 +197,10 @@ def test_a_damaged_prompts_file_is_named_with_what_is_wrong(rooms, checkpoint, t
 def test_a_process_with_an_empty_share_of_the_batch_learns_what_one_process_does(rooms, checkpoint, tmp_path):
     """6 training images in batches of 5: the last batch has one image, so under 2 processes one has none. It
     still takes part in the all-reduce (a zero gradient for every token), and the run equals one process's."""
-    import subprocess
-    import sys
-    from conftest import ROOT
     common = ["--epochs", "1", "--batch_size", "5", "--lr", "0.1", "--keep_last", "--cache", str(tmp_path / "c")]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     train.main(args_for(rooms, checkpoint, one, *common))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          os.path.join(ROOT, "train.py"), *args_for(rooms, checkpoint, two, *common)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun("train.py", *args_for(rooms, checkpoint, two, *common))
     a, b = LearnedPrompts.load(str(one)), LearnedPrompts.load(str(two))
     for group in ("prompt", "depth"):
         torch.testing.assert_close(a.tokens[group], b.tokens[group], atol=5e-5, rtol=0)

@@ -2,8 +2,6 @@
 scale and shift, resuming to the same weights, two processes equal to one, bad input in one line."""
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,7 +10,7 @@ import torch
 import cli
 import rsa
 import train_scale
-from conftest import ROOT
+from conftest import torchrun
 from synthetic.checkpoint import make_state_dict
 from synthetic.rsa_train_like import write_dataset
 
@@ -153,10 +151,7 @@ def test_two_processes_learn_what_one_does(data, tiny_clip, tmp_path):
     common = ["--epochs", "1", "--keep_last", "--val_count", "0", "--cache", str(tmp_path / "c")]
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
     train_scale.main(args_for(data, tiny_clip, one, *common))
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          os.path.join(ROOT, "train_scale.py"), *args_for(data, tiny_clip, two, *common)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    torchrun("train_scale.py", *args_for(data, tiny_clip, two, *common))
     a, _ = rsa.load_scale_model(str(one))
     b, settings = rsa.load_scale_model(str(two))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):  # Adam divides by small gradients:
